@@ -1,0 +1,128 @@
+"""`unidit bench forward`: one backbone forward pass against diffusers' WanTransformer3DModel.
+
+Wan is the closest public peer (adaLN, QK-norm, 3D RoPE, text cross-attention). Both run at the same width,
+depth, heads, token count and text length, with our gated MLP sized so both have the same parameter count;
+CPU fp32, one thread; the two alternate round by round and the ratio is the median of per-round ratios.
+``matmul_fraction`` is our achieved GFLOP/s over a 2048^3 fp32 matmul's measured in the same run.
+"""
+from __future__ import annotations
+
+import sys
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+from ..model.config import DiTConfig
+from ..model.dit import UniDiT
+from ..text.conditioning import TextConditioning
+from .timing import interleaved, median, median_ratio
+
+WIDTH, DEPTH, HEADS = 384, 12, 6                 # DiT-S
+LATENT = (1, 16, 4, 32, 32)                      # 4 frames x 16 x 16 patches = 1024 tokens
+TEXT_LENGTH, TEXT_DIM, PEER_FFN = 64, 256, 4 * 384
+MATMUL_SIZE = 2048
+ROUNDS, WARMUP = 7, 2
+
+
+def _parameter_count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def _peer_model():
+    try:
+        from diffusers import WanTransformer3DModel
+    except ImportError:
+        raise SystemExit("unidit bench forward compares against diffusers, which is not installed: "
+                         "pip install 'comfyui-unidit[bench]'") from None
+    return WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=HEADS, attention_head_dim=WIDTH // HEADS,
+                                 in_channels=LATENT[1], out_channels=LATENT[1], text_dim=TEXT_DIM, freq_dim=256,
+                                 ffn_dim=PEER_FFN, num_layers=DEPTH, cross_attn_norm=True,
+                                 qk_norm="rms_norm_across_heads").eval()
+
+
+def _our_config(target_parameters: int) -> DiTConfig:
+    """The DiT-S config whose MLP width (a multiple of 16) brings our parameter count closest to the target."""
+    def config(mlp_hidden):
+        return DiTConfig(latent_channels=LATENT[1], hidden_size=WIDTH, depth=DEPTH, num_heads=HEADS,
+                         mlp_hidden=mlp_hidden, text_dim=TEXT_DIM)
+
+    small, large = _parameter_count(UniDiT(config(512))), _parameter_count(UniDiT(config(1024)))
+    per_unit = (large - small) / 512
+    mlp_hidden = 16 * round((512 + (target_parameters - small) / per_unit) / 16)
+    return config(mlp_hidden)
+
+
+def _cpu_attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def _flops(fn) -> int:
+    """FLOPs of one call; torch's counter knows the CUDA attention kernels, we add the CPU one."""
+    cpu_attention = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    counter = FlopCounterMode(display=False, custom_mapping={cpu_attention: _cpu_attention_flops})
+    with counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def run(progress: bool = True) -> dict:
+    def say(message):
+        if progress:
+            print(message, file=sys.stderr, flush=True)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(0)
+        peer = _peer_model()
+        ours = UniDiT(_our_config(_parameter_count(peer))).eval()
+        with torch.no_grad():  # trained-looking weights: no zero-initialised path left
+            for parameter in ours.parameters():
+                parameter.normal_(0, 0.02)
+        ours_parameters, peer_parameters = _parameter_count(ours), _parameter_count(peer)
+
+        x = torch.randn(LATENT)
+        text = TextConditioning(torch.randn(1, TEXT_LENGTH, TEXT_DIM), torch.ones(1, TEXT_LENGTH, dtype=torch.bool),
+                                torch.randn(1, TEXT_DIM))
+        sigma, timestep = torch.tensor([0.5]), torch.tensor([500])
+        a = torch.randn(MATMUL_SIZE, MATMUL_SIZE)
+        b = torch.randn(MATMUL_SIZE, MATMUL_SIZE)
+
+        def run_ours():
+            return ours(x, sigma, text, 1)
+
+        def run_peer():
+            return peer(x, timestep, text.tokens, return_dict=False)[0]
+
+        def run_matmul():
+            return a @ b
+
+        with torch.inference_mode():
+            ours_flops, peer_flops = _flops(run_ours), _flops(run_peer)
+            tokens = (LATENT[2] * LATENT[3] * LATENT[4]) // 4
+            say(f"ours {ours_parameters / 1e6:.2f}M params vs Wan {peer_parameters / 1e6:.2f}M; {tokens} tokens, "
+                f"{TEXT_LENGTH} text tokens; {WARMUP} warm-up + {ROUNDS} alternating rounds on 1 thread...")
+            times = interleaved({"ours": run_ours, "peer": run_peer, "matmul": run_matmul}, ROUNDS, WARMUP)
+    finally:
+        torch.set_num_threads(threads)
+
+    ours_s, peer_s, matmul_s = median(times["ours"]), median(times["peer"]), median(times["matmul"])
+    matmul_gflops_per_s = 2 * MATMUL_SIZE ** 3 / matmul_s / 1e9
+    ours_gflops_per_s = ours_flops / ours_s / 1e9
+    return {
+        "ours_ms": round(ours_s * 1e3, 1),
+        "peer_ms": round(peer_s * 1e3, 1),
+        "ratio": round(median_ratio(times["ours"], times["peer"]), 3),
+        "gflops": round(ours_flops / 1e9, 2),
+        "peer_gflops": round(peer_flops / 1e9, 2),
+        "ours_gflops_per_s": round(ours_gflops_per_s, 1),
+        "matmul_gflops_per_s": round(matmul_gflops_per_s, 1),
+        "matmul_fraction": round(ours_gflops_per_s / matmul_gflops_per_s, 3),
+        "ours_params_m": round(ours_parameters / 1e6, 3),
+        "peer_params_m": round(peer_parameters / 1e6, 3),
+        "param_difference": round(abs(ours_parameters - peer_parameters) / peer_parameters, 4),
+        "tokens": tokens,
+        "text_tokens": TEXT_LENGTH,
+        "config": f"width {WIDTH}, depth {DEPTH}, heads {HEADS}, batch 1, fp32, 1 thread",
+        "peer": "diffusers WanTransformer3DModel",
+    }

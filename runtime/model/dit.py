@@ -1,0 +1,276 @@
+"""The UniDiT backbone: one diffusion transformer for image, video and multi-view 3D latents.
+
+Every modality is a latent volume x [B, C, F, H, W] (image: F = 1; video: F latent frames; 3D: F views).
+
+    tokens  = Linear(patches of x)                                    one embedder per patch shape
+            + Linear_zero(patches of [Plücker rays (6), given (1)])  camera and given-frame channels
+    cond    = MLP(sinusoid(1000 sigma)) + MLP(pooled text) + modality embedding        [B, hidden]
+    adaLN   = Linear_zero(SiLU(cond)) -> (shift, scale, gate) for attention and MLP, computed for sigma and
+              for sigma = 0 and chosen per frame by the given mask; each block adds its own learned table
+    block   x = x + gate_a * norm(SelfAttn(modulate(norm(x)), 3D RoPE, QK-RMSNorm))
+            x = x + tanh(gate_text) * CrossAttn(norm(x), text tokens, key-padding mask)    gate_text = 0 at init
+            x = x + gate_m * norm(SwiGLU(modulate(norm(x))))
+    output  = Linear_zero(modulate(norm(x))) -> unpatchify -> velocity v [B, C, F, H, W]
+
+The zero-initialised output head makes a fresh model predict exactly zero; zero-initialised adaLN gates make
+every block start as the identity (adaLN-Zero, as in DiT).
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..text.conditioning import TextConditioning
+from .attention import attention, check_backend_name
+from .config import MODALITIES, DiTConfig, patch_key
+from .rope import apply_rope, grid_positions, rope_rotations
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float, affine: bool = True):
+        super().__init__()
+        self.dim, self.eps = dim, eps
+        self.weight = nn.Parameter(torch.ones(dim)) if affine else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x / sqrt(mean(x^2) + eps) * weight, with mean(x^2) = |x|^2 / dim from one fused reduction
+        mean_square = torch.linalg.vector_norm(x, dim=-1, keepdim=True, dtype=torch.float32).square() / self.dim
+        normed = x * torch.rsqrt(mean_square + self.eps).to(x.dtype)
+        return normed * self.weight if self.weight is not None else normed
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """adaLN: x [B, F, S, C] shifted and scaled per frame by shift, scale [B, F, 1, C]."""
+    return torch.addcmul(shift, x, 1 + scale)
+
+
+def timestep_features(sigma: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal features [B, dim] of the noise level, fed as ``1000 * sigma`` (the DiT/ADM embedding)."""
+    half = dim // 2
+    frequencies = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32,
+                                                                 device=sigma.device) / half)
+    angles = (1000.0 * sigma.float())[:, None] * frequencies[None, :]
+    return torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)
+
+
+def patchify(x: torch.Tensor, patch: tuple[int, int, int]) -> torch.Tensor:
+    """[B, C, F, H, W] -> [B, N, C * pt * ph * pw], tokens in (frame, y, x) order."""
+    b, c, f, h, w = x.shape
+    pt, ph, pw = patch
+    x = x.reshape(b, c, f // pt, pt, h // ph, ph, w // pw, pw)
+    return x.permute(0, 2, 4, 6, 1, 3, 5, 7).reshape(b, (f // pt) * (h // ph) * (w // pw), c * pt * ph * pw)
+
+
+def unpatchify(tokens: torch.Tensor, channels: int, grid: tuple[int, int, int],
+               patch: tuple[int, int, int]) -> torch.Tensor:
+    """Inverse of :func:`patchify`: [B, N, C * pt * ph * pw] -> [B, C, F, H, W]."""
+    b = tokens.shape[0]
+    gf, gh, gw = grid
+    pt, ph, pw = patch
+    x = tokens.reshape(b, gf, gh, gw, channels, pt, ph, pw).permute(0, 4, 1, 5, 2, 6, 3, 7)
+    return x.reshape(b, channels, gf * pt, gh * ph, gw * pw)
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, config: DiTConfig):
+        super().__init__()
+        self.num_heads, self.head_dim = config.num_heads, config.head_dim
+        self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)
+        self.q_norm = RMSNorm(config.head_dim, config.norm_eps)
+        self.k_norm = RMSNorm(config.head_dim, config.norm_eps)
+        self.out = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(self, x, rotations, backend):
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q = apply_rope(self.q_norm(q), rotations)
+        k = apply_rope(self.k_norm(k), rotations)
+        out = attention(q, k, v, None, backend)
+        return self.out(out.transpose(1, 2).reshape(b, n, c))
+
+
+class CrossAttention(nn.Module):
+    """Image tokens attend to text tokens; padding tokens are masked out."""
+
+    def __init__(self, config: DiTConfig):
+        super().__init__()
+        self.num_heads, self.head_dim = config.num_heads, config.head_dim
+        self.q = nn.Linear(config.hidden_size, config.hidden_size)
+        self.kv = nn.Linear(config.hidden_size, 2 * config.hidden_size)
+        self.q_norm = RMSNorm(config.head_dim, config.norm_eps)
+        self.k_norm = RMSNorm(config.head_dim, config.norm_eps)
+        self.out = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(self, x, context, mask, backend):
+        b, n, c = x.shape
+        q = self.q_norm(self.q(x).view(b, n, self.num_heads, self.head_dim).transpose(1, 2))
+        k, v = self.kv(context).view(b, -1, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        out = attention(q, self.k_norm(k), v, mask[:, None, None, :], backend)
+        # A prompt without any token has nothing to attend to: it contributes nothing.
+        out = out * mask.any(dim=1).to(out.dtype)[:, None, None, None]
+        return self.out(out.transpose(1, 2).reshape(b, n, c))
+
+
+class GatedMLP(nn.Module):
+    """SwiGLU: out(silu(gate(x)) * value(x))."""
+
+    def __init__(self, config: DiTConfig):
+        super().__init__()
+        self.gate_value = nn.Linear(config.hidden_size, 2 * config.mlp_hidden)
+        self.out = nn.Linear(config.mlp_hidden, config.hidden_size)
+
+    def forward(self, x):
+        gate, value = self.gate_value(x).chunk(2, dim=-1)
+        return self.out(F.silu(gate) * value)
+
+
+class DiTBlock(nn.Module):
+    def __init__(self, config: DiTConfig):
+        super().__init__()
+        dim, eps = config.hidden_size, config.norm_eps
+        self.attn_norm_in, self.attn_norm_out = RMSNorm(dim, eps), RMSNorm(dim, eps)
+        self.attn = SelfAttention(config)
+        self.text_norm = RMSNorm(dim, eps)
+        self.text_attn = CrossAttention(config)
+        self.text_gate = nn.Parameter(torch.zeros(dim))
+        self.mlp_norm_in, self.mlp_norm_out = RMSNorm(dim, eps), RMSNorm(dim, eps)
+        self.mlp = GatedMLP(config)
+        # Per-block table added to the shared adaLN output: rows shift/scale/gate (attention), shift/scale/gate (MLP).
+        self.modulation = nn.Parameter(torch.zeros(6, dim))
+
+    def forward(self, x, frame_modulation, frames, rotations, context, context_mask, backend):
+        """x [B, N, C]; frame_modulation [B, frames, 6, C]; N = frames * tokens per frame."""
+        b, n, c = x.shape
+        mod = (frame_modulation + self.modulation).unsqueeze(3)  # [B, F, 6, 1, C]
+        shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = mod.unbind(2)
+
+        def per_frame(t):
+            return t.view(b, frames, n // frames, c)
+
+        h = modulate(per_frame(self.attn_norm_in(x)), shift_a, scale_a).view(b, n, c)
+        h = self.attn_norm_out(self.attn(h, rotations, backend))
+        x = x + (per_frame(h) * gate_a).view(b, n, c)
+
+        x = x + torch.tanh(self.text_gate) * self.text_attn(self.text_norm(x), context, context_mask, backend)
+
+        h = modulate(per_frame(self.mlp_norm_in(x)), shift_m, scale_m).view(b, n, c)
+        h = self.mlp_norm_out(self.mlp(h))
+        return x + (per_frame(h) * gate_m).view(b, n, c)
+
+
+class UniDiT(nn.Module):
+    def __init__(self, config: DiTConfig):
+        super().__init__()
+        check_backend_name(config.attention_backend)
+        self.config = config
+        dim = config.hidden_size
+        self.patch_embed = nn.ModuleDict({
+            patch_key(p): nn.Linear(config.latent_channels * math.prod(p), dim) for p in config.patch_sizes})
+        self.camera_embed = nn.ModuleDict({
+            patch_key(p): nn.Linear(config.camera_channels * math.prod(p), dim) for p in config.patch_sizes})
+        self.timestep_embed = nn.Sequential(nn.Linear(config.timestep_freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+        self.pooled_text_embed = nn.Sequential(nn.Linear(config.text_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+        self.modality_embed = nn.Embedding(len(MODALITIES), dim)
+        self.text_in_norm = RMSNorm(config.text_dim, config.norm_eps)
+        self.text_in = nn.Linear(config.text_dim, dim)
+        self.adaln = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
+        self.blocks = nn.ModuleList(DiTBlock(config) for _ in range(config.depth))
+        self.final_norm = RMSNorm(dim, config.norm_eps, affine=False)
+        self.final_adaln = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
+        self.final_head = nn.ModuleDict({
+            patch_key(p): nn.Linear(dim, config.latent_channels * math.prod(p)) for p in config.patch_sizes})
+        self.attention_backend = config.attention_backend
+        self._rope_cache: dict = {}
+        self.initialize_weights()
+
+    def initialize_weights(self) -> None:
+        """Xavier-uniform linears with zero biases; zero for every path that must start silent."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+        for mlp in (self.timestep_embed, self.pooled_text_embed):
+            nn.init.normal_(mlp[0].weight, std=0.02)
+            nn.init.normal_(mlp[2].weight, std=0.02)
+        nn.init.normal_(self.modality_embed.weight, std=0.02)
+        zero = [self.adaln[1], self.final_adaln[1], *self.camera_embed.values(), *self.final_head.values()]
+        for module in zero:
+            nn.init.zeros_(module.weight)
+            nn.init.zeros_(module.bias)
+        for block in self.blocks:
+            nn.init.zeros_(block.modulation)
+            nn.init.zeros_(block.text_gate)
+
+    def set_attention_backend(self, name: str) -> None:
+        self.attention_backend = check_backend_name(name)
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor, text: TextConditioning, modality: torch.Tensor,
+                given: Optional[torch.Tensor] = None, plucker: Optional[torch.Tensor] = None,
+                patch: Optional[tuple[int, int, int]] = None) -> torch.Tensor:
+        """Predict the velocity ``v = noise - x0`` of the noisy latent ``x``.
+
+        x: [B, C, F, H, W]; sigma: [B] noise levels of the frames that are not given; text: the prompt batch;
+        modality: [B] ids from ``MODALITIES``; given: [B, F] bool, frames that are clean conditioning (they get
+        sigma = 0 modulation); plucker: [B, 6, F, H, W] camera rays of 3D views at latent resolution, or None.
+        """
+        b, c, f, h, w = x.shape
+        config = self.config
+        patch = tuple(patch) if patch is not None else config.patch_sizes[0]
+        key = patch_key(patch)
+        if key not in self.patch_embed:
+            raise ValueError(f"this model has no embedder for patch {patch}; it has {list(self.patch_embed)}")
+        if c != config.latent_channels:
+            raise ValueError(f"latent has {c} channels, the model expects {config.latent_channels}")
+        if f % patch[0] or h % patch[1] or w % patch[2]:
+            raise ValueError(f"latent frames x height x width {f}x{h}x{w} must be divisible by the patch {patch}")
+        if len(text) != b:
+            raise ValueError(f"text batch {len(text)} does not match latent batch {b}")
+        grid = (f // patch[0], h // patch[1], w // patch[2])
+        dtype = self.patch_embed[key].weight.dtype
+        x = x.to(dtype)
+
+        if given is None:
+            given = torch.zeros(b, f, dtype=torch.bool, device=x.device)
+        if plucker is None:
+            plucker = x.new_zeros(b, 6, f, h, w)
+        given_channel = given[:, None, :, None, None].to(dtype).expand(b, 1, f, h, w)
+        camera = torch.cat([plucker.to(dtype), given_channel], dim=1)
+        tokens = self.patch_embed[key](patchify(x, patch)) + self.camera_embed[key](patchify(camera, patch))
+
+        # Conditioning vector for the noisy frames (sigma) and for the given frames (sigma = 0).
+        sigma = torch.as_tensor(sigma, device=x.device, dtype=torch.float32).reshape(-1).expand(b)
+        both_sigmas = torch.stack([sigma, torch.zeros_like(sigma)], dim=1).reshape(-1)
+        t_emb = self.timestep_embed(timestep_features(both_sigmas, config.timestep_freq_dim).to(dtype))
+        modality = torch.as_tensor(modality, device=x.device).reshape(-1).expand(b)
+        shared = self.pooled_text_embed(text.pooled.to(dtype)) + self.modality_embed(modality)
+        cond = t_emb.view(b, 2, -1) + shared[:, None, :]  # [B, 2, C]
+        given_tokens = given.view(b, grid[0], patch[0]).all(dim=-1)[:, :, None, None]  # [B, frames, 1, 1]
+
+        def per_frame(per_sigma: torch.Tensor) -> torch.Tensor:
+            """[B, 2, k, C] (noisy, given) -> [B, frames, k, C] by the given mask."""
+            return torch.where(given_tokens, per_sigma[:, 1:2], per_sigma[:, 0:1])
+
+        frame_modulation = per_frame(self.adaln(cond).view(b, 2, 6, -1))
+        rotations = self._rope(grid, x.device)
+        context = self.text_in(self.text_in_norm(text.tokens.to(dtype)))
+        context_mask = text.mask.to(x.device)
+        for block in self.blocks:
+            tokens = block(tokens, frame_modulation, grid[0], rotations, context, context_mask,
+                           self.attention_backend)
+
+        shift, scale = per_frame(self.final_adaln(cond).view(b, 2, 2, -1)).unsqueeze(3).unbind(2)
+        n, dim = tokens.shape[1:]
+        tokens = modulate(self.final_norm(tokens).view(b, grid[0], n // grid[0], dim), shift, scale)
+        out = self.final_head[key](tokens.view(b, n, dim))
+        return unpatchify(out, c, grid, patch)
+
+    def _rope(self, grid, device):
+        key = (grid, device)
+        if key not in self._rope_cache:
+            positions = grid_positions(*grid, device=device)
+            self._rope_cache[key] = rope_rotations(positions, self.config.head_dim, self.config.rope_theta)
+        return self._rope_cache[key]

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Sets up everything the test suite needs and runs it: a virtual environment with the CPU build of torch and
+# the package's test extras, the Node packages of tests/js (glTF validator, headless-browser driver) and, when
+# missing, Debian's chromium. Safe to run again; extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+venv=${UNIDIT_VENV:-.venv}
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check torch==2.13.0 -e '.[test,bench]'
+
+(cd tests/js && npm ci --no-audit --no-fund --loglevel=error)
+
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+exec "$venv/bin/pytest" "$@"

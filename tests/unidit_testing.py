@@ -1,0 +1,34 @@
+"""Helpers shared by the tests (importable because pytest puts tests/ on the path)."""
+from __future__ import annotations
+
+import torch
+
+from unidit.runtime.model.config import DiTConfig
+from unidit.runtime.model.dit import UniDiT
+from unidit.runtime.text.conditioning import TextConditioning
+
+TINY_DIT = dict(latent_channels=4, hidden_size=64, depth=2, num_heads=2, mlp_hidden=128, text_dim=32)
+
+
+def randomize(model: torch.nn.Module, seed: int = 1, std: float = 0.1, skip: tuple = ()) -> torch.nn.Module:
+    """Give every parameter random values (a stand-in for trained weights), except names starting with skip."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if not name.startswith(skip):
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * std)
+    return model
+
+
+def tiny_dit(seed: int = 1, **overrides) -> UniDiT:
+    """A small backbone with random (non-zero) weights, in eval mode."""
+    return randomize(UniDiT(DiTConfig(**{**TINY_DIT, **overrides})), seed).eval()
+
+
+def make_text(batch: int, length: int = 6, dim: int = 32, seed: int = 0, valid: int | None = None):
+    generator = torch.Generator().manual_seed(seed)
+    mask = torch.ones(batch, length, dtype=torch.bool)
+    if valid is not None:
+        mask[:, valid:] = False
+    return TextConditioning(torch.randn(batch, length, dim, generator=generator), mask,
+                            torch.randn(batch, dim, generator=generator))
