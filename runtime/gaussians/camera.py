@@ -92,11 +92,11 @@ class Cameras:
         return origins, directions
 
     def unproject(self, depth: torch.Tensor) -> torch.Tensor:
-        """World points of pixels at camera-space depth z: depth [V, height, width] -> [V, height, width, 3]."""
+        """World points of pixels at camera-space depth z: depth [..., V, height, width] -> [..., V, height,
+        width, 3] (leading dimensions, e.g. a batch, broadcast over the same cameras)."""
         points_cam = self._camera_space_directions() * depth.unsqueeze(-1)
-        rotation_t = self.rotation.transpose(1, 2)
         offset = points_cam - self.translation[:, None, None, :]
-        return torch.einsum("vij,vhwj->vhwi", rotation_t, offset)
+        return torch.einsum("vji,...vhwj->...vhwi", self.rotation, offset)  # R^T (p_cam - t)
 
     def plucker_rays(self) -> torch.Tensor:
         """Plücker coordinates ``(o x d, d)`` of every pixel ray, [V, 6, height, width]."""

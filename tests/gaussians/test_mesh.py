@@ -1,0 +1,234 @@
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pygltflib
+import pytest
+import torch
+import trimesh
+
+from unidit.runtime.gaussians.camera import orbit_cameras
+from unidit.runtime.gaussians.mesh import MeshConfig, mesh_bytes, save_mesh, splat_to_mesh, srgb_to_linear
+from unidit.runtime.gaussians.render import render
+from unidit.runtime.gaussians.sh import rgb_to_sh0
+from unidit.runtime.gaussians.shapes import sphere_splats, torus_splats
+
+JS_TOOLS = Path(__file__).resolve().parents[1] / "js"
+SPHERE_CENTRE, SPHERE_RADIUS = np.array([0.1, -0.2, 0.05]), 0.5
+TORUS_MAJOR, TORUS_MINOR = 0.45, 0.18
+
+
+@pytest.fixture(scope="module")
+def sphere():
+    splats = sphere_splats(3000, radius=SPHERE_RADIUS, center=tuple(SPHERE_CENTRE))
+    return splats, splat_to_mesh(splats, MeshConfig(resolution=96, target_faces=6000))
+
+
+@pytest.fixture(scope="module")
+def torus():
+    splats = torus_splats(6000, TORUS_MAJOR, TORUS_MINOR)
+    return splats, splat_to_mesh(splats, MeshConfig(resolution=80, target_faces=8000))
+
+
+@pytest.fixture(scope="module")
+def two_colour_sphere():
+    """Red where x < 0, blue where x > 0."""
+    splats = sphere_splats(2000, radius=0.4)
+    blue = splats.positions[0, :, 0] > 0
+    colors = torch.where(blue[:, None], torch.tensor([0.1, 0.2, 0.9]), torch.tensor([0.9, 0.1, 0.1]))
+    splats.sh[0, :, 0] = rgb_to_sh0(colors)
+    return splats, splat_to_mesh(splats, MeshConfig(resolution=48, target_faces=3000))
+
+
+def as_trimesh(mesh) -> trimesh.Trimesh:
+    return trimesh.Trimesh(mesh.vertices, mesh.faces, process=False)
+
+
+def ray_hits(mesh, origin, directions) -> list[np.ndarray]:
+    """Distances along each unit direction from ``origin`` at which the ray crosses the mesh (Möller-Trumbore)."""
+    corners = mesh.vertices[mesh.faces].astype(np.float64)
+    edge1, edge2 = corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]
+    hits = []
+    for direction in directions:
+        p = np.cross(direction, edge2)
+        determinant = (edge1 * p).sum(-1)
+        safe = np.where(np.abs(determinant) < 1e-12, 1e-12, determinant)
+        offset = origin - corners[:, 0]
+        u = (offset * p).sum(-1) / safe
+        q = np.cross(offset, edge1)
+        v = (direction * q).sum(-1) / safe
+        t = (edge2 * q).sum(-1) / safe
+        crossing = (np.abs(determinant) > 1e-12) & (u >= 0) & (v >= 0) & (u + v <= 1) & (t > 0)
+        hits.append(np.sort(t[crossing]))
+    return hits
+
+
+def test_sphere_mesh_is_one_watertight_round_component(sphere):
+    _, mesh = sphere
+    shape = as_trimesh(mesh)
+    assert shape.is_watertight and shape.is_winding_consistent
+    assert len(shape.split(only_watertight=False)) == 1
+    assert shape.euler_number == 2
+    assert shape.volume > 0  # faces wind counter-clockwise seen from outside
+    directions = np.random.default_rng(0).normal(size=(20, 3))
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    for hits in ray_hits(mesh, SPHERE_CENTRE, directions):
+        assert len(hits) == 1  # a closed surface around the centre: crossed exactly once
+        assert abs(hits[0] - SPHERE_RADIUS) < 0.05 * SPHERE_RADIUS
+    # Normals point outward.
+    outward = mesh.vertices - SPHERE_CENTRE
+    assert ((mesh.normals * outward).sum(1) > 0).all()
+
+
+def test_torus_mesh_has_one_hole(torus):
+    _, mesh = torus
+    shape = as_trimesh(mesh)
+    assert shape.is_watertight
+    assert len(shape.split(only_watertight=False)) == 1
+    assert shape.euler_number == 0
+    centre = np.zeros(3)
+    assert len(ray_hits(mesh, centre, [np.array([0.0, 1.0, 0.0])])[0]) == 0  # through the hole, along the axis
+    hits = ray_hits(mesh, centre, [np.array([1.0, 0.0, 0.0]), np.array([0.0, 0.0, -1.0])])
+    for crossings in hits:  # in and out of the tube
+        assert len(crossings) == 2
+        assert abs(crossings[0] - (TORUS_MAJOR - TORUS_MINOR)) < 0.05 * TORUS_MAJOR
+        assert abs(crossings[1] - (TORUS_MAJOR + TORUS_MINOR)) < 0.05 * TORUS_MAJOR
+
+
+def test_vertex_colours_come_from_the_nearby_gaussians(two_colour_sphere):
+    _, mesh = two_colour_sphere
+    away_from_seam = np.abs(mesh.vertices[:, 0]) > 0.1
+    blue_side = mesh.vertices[:, 0] > 0
+    colors = mesh.vertex_colors
+    assert np.allclose(colors[away_from_seam & blue_side], [0.1, 0.2, 0.9], atol=0.02)
+    assert np.allclose(colors[away_from_seam & ~blue_side], [0.9, 0.1, 0.1], atol=0.02)
+
+
+def test_small_pieces_are_dropped():
+    big, small = sphere_splats(2000, radius=0.4), sphere_splats(500, radius=0.1, center=(0.8, 0.0, 0.0))
+    both = type(big)(*(torch.cat([getattr(big, n), getattr(small, n)], dim=1) for n in
+                       ("positions", "scales", "rotations", "opacities", "sh")))
+    everything = splat_to_mesh(both, MeshConfig(resolution=64, target_faces=None, min_component_fraction=0.0))
+    assert len(as_trimesh(everything).split(only_watertight=False)) == 2
+    kept = splat_to_mesh(both, MeshConfig(resolution=64, target_faces=None, min_component_fraction=0.2))
+    assert len(as_trimesh(kept).split(only_watertight=False)) == 1
+    assert np.linalg.norm(kept.vertices, axis=1).max() < 0.5
+
+
+def test_faint_gaussians_are_ignored():
+    solid, haze = sphere_splats(2000, radius=0.4), sphere_splats(800, radius=0.2, center=(0.9, 0.0, 0.0))
+    haze.opacities[:] = 0.02
+    both = type(solid)(*(torch.cat([getattr(solid, n), getattr(haze, n)], dim=1) for n in
+                         ("positions", "scales", "rotations", "opacities", "sh")))
+    mesh = splat_to_mesh(both, MeshConfig(resolution=64, target_faces=None, min_component_fraction=0.0,
+                                          min_opacity=0.05))
+    assert np.linalg.norm(mesh.vertices, axis=1).max() < 0.5
+    with pytest.raises(ValueError, match="no Gaussians"):
+        splat_to_mesh(haze, MeshConfig(min_opacity=0.05))
+
+
+def accessor_values(gltf: pygltflib.GLTF2, index: int) -> np.ndarray:
+    """The elements of a GLB accessor, read straight from the binary chunk."""
+    accessor = gltf.accessors[index]
+    view = gltf.bufferViews[accessor.bufferView]
+    width = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4}[accessor.type]
+    dtype = {pygltflib.UNSIGNED_BYTE: np.uint8, pygltflib.FLOAT: np.float32}[accessor.componentType]
+    start = (view.byteOffset or 0) + (accessor.byteOffset or 0)
+    return np.frombuffer(gltf.binary_blob(), dtype=dtype, count=accessor.count * width, offset=start).reshape(-1, width)
+
+
+def test_glb_holds_normals_linear_colours_and_a_double_sided_material(two_colour_sphere, tmp_path):
+    _, mesh = two_colour_sphere
+    path = save_mesh(mesh, tmp_path / "coloured.glb")
+    gltf = pygltflib.GLTF2().load(str(path))
+    primitive = gltf.meshes[0].primitives[0]
+    assert primitive.attributes.NORMAL is not None
+    color = gltf.accessors[primitive.attributes.COLOR_0]
+    assert (color.componentType, color.normalized, color.type) == (pygltflib.UNSIGNED_BYTE, True, "VEC4")
+    material = gltf.materials[primitive.material]
+    assert material.doubleSided
+    assert material.pbrMetallicRoughness.metallicFactor == 0.0
+    assert material.pbrMetallicRoughness.roughnessFactor == 1.0
+
+    # glTF is y-up: the file holds (x, -y, -z) of the splat frame, colours converted from sRGB to linear.
+    assert np.allclose(accessor_values(gltf, primitive.attributes.POSITION), mesh.vertices * [1, -1, -1])
+    assert np.allclose(accessor_values(gltf, primitive.attributes.NORMAL), mesh.normals * [1, -1, -1], atol=1e-6)
+    expected = np.round(srgb_to_linear(mesh.vertex_colors) * 255)
+    stored = accessor_values(gltf, primitive.attributes.COLOR_0).astype(float)
+    assert np.abs(stored[:, :3] - expected).max() <= 1 and (stored[:, 3] == 255).all()
+    assert srgb_to_linear(np.array([0.5]))[0] == pytest.approx(0.21404, abs=1e-5)  # the sRGB curve, not a gamma
+
+
+@pytest.mark.parametrize("file_format", ["obj", "ply", "stl"])
+def test_other_formats_hold_the_same_surface_in_the_same_frame(sphere, tmp_path, file_format):
+    _, mesh = sphere
+    loaded = trimesh.load(save_mesh(mesh, tmp_path / f"sphere.{file_format}"), force="mesh", process=False)
+    if file_format == "stl":  # STL lists each face's corners separately
+        assert len(loaded.faces) == len(mesh.faces)
+        assert np.allclose(loaded.vertices.reshape(-1, 3, 3), (mesh.vertices * [1, -1, -1])[mesh.faces], atol=1e-5)
+    else:
+        assert np.allclose(loaded.vertices, mesh.vertices * [1, -1, -1], atol=1e-6)
+        assert np.array_equal(loaded.faces, mesh.faces)
+        srgb = np.round(mesh.vertex_colors * 255)  # no colour space in OBJ or PLY: stored as sRGB like images
+        assert np.abs(loaded.visual.vertex_colors[:, :3].astype(float) - srgb).max() <= 1
+
+
+def test_every_glb_passes_the_khronos_validator(sphere, torus, two_colour_sphere, tmp_path):
+    node = shutil.which("node")
+    if node is None or not (JS_TOOLS / "node_modules" / "gltf-validator").is_dir():
+        pytest.fail("the glTF validator needs Node.js and tests/js/node_modules: run `npm ci` in tests/js "
+                    "(scripts/test.sh does)")
+    paths = [save_mesh(mesh, tmp_path / f"{name}.glb") for name, (_, mesh) in
+             (("sphere", sphere), ("torus", torus), ("coloured", two_colour_sphere))]
+    result = subprocess.run([node, str(JS_TOOLS / "validate_gltf.mjs"), *map(str, paths)], capture_output=True,
+                            text=True, timeout=120, cwd=JS_TOOLS)
+    assert result.returncode == 0, result.stderr
+    reports = json.loads(result.stdout)
+    assert len(reports) == 3
+    for report in reports:
+        assert report["numErrors"] == 0, report["errors"]
+        assert report["numWarnings"] == 0, report
+
+
+def mesh_silhouette(vertices: np.ndarray, faces: np.ndarray, cameras) -> torch.Tensor:
+    """[H, W] True where a pixel centre lies inside some projected triangle (all in front of the camera)."""
+    uv, depth = cameras.project(torch.from_numpy(vertices).float())
+    assert bool((depth > 0).all())
+    triangles = uv[0][torch.from_numpy(faces)]  # [F, 3, 2]
+    rows, columns = torch.meshgrid(torch.arange(cameras.height), torch.arange(cameras.width), indexing="ij")
+    centres = torch.stack([columns.reshape(-1) + 0.5, rows.reshape(-1) + 0.5], dim=-1)  # [P, 2] as (u, v)
+    covered = torch.zeros(centres.shape[0], dtype=torch.bool)
+    for chunk in triangles.split(256):
+        signs = []
+        for start, end in ((0, 1), (1, 2), (2, 0)):
+            a, b = chunk[:, start, None, :], chunk[:, end, None, :]
+            edge, towards = b - a, centres[None] - a
+            signs.append(edge[..., 0] * towards[..., 1] - edge[..., 1] * towards[..., 0])
+        signs = torch.stack(signs)
+        covered |= ((signs >= 0).all(0) | (signs <= 0).all(0)).any(0)
+    return covered.reshape(cameras.height, cameras.width)
+
+
+@pytest.mark.parametrize("shape", ["sphere", "torus"])
+def test_splat_and_its_glb_mesh_coincide_in_silhouette(shape, sphere, torus, tmp_path):
+    splats, mesh = {"sphere": sphere, "torus": torus}[shape]
+    loaded = trimesh.load(save_mesh(mesh, tmp_path / f"{shape}.glb"), force="mesh", process=False)
+    vertices = np.asarray(loaded.vertices) * [1, -1, -1]  # back from glTF's y-up frame to the splat frame
+    cameras = orbit_cameras([30.0, 150.0], elevation_deg=35.0, width=96, height=96)
+    for view in range(len(cameras)):
+        splat_mask = render(splats, cameras[view]).alpha[0] >= 0.5
+        mesh_mask = mesh_silhouette(vertices, np.asarray(loaded.faces), cameras[view])
+        iou = (splat_mask & mesh_mask).sum() / (splat_mask | mesh_mask).sum()
+        assert splat_mask.sum() > 500  # the object fills a good part of the image
+        assert iou >= 0.9
+
+
+def test_unknown_formats_and_existing_files_are_refused(sphere, tmp_path):
+    _, mesh = sphere
+    with pytest.raises(ValueError, match="unknown mesh format 'fbx'"):
+        mesh_bytes(mesh, "fbx")
+    path = save_mesh(mesh, tmp_path / "once.glb")
+    with pytest.raises(FileExistsError):
+        save_mesh(mesh, path)
