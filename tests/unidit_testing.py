@@ -32,3 +32,24 @@ def make_text(batch: int, length: int = 6, dim: int = 32, seed: int = 0, valid: 
         mask[:, valid:] = False
     return TextConditioning(torch.randn(batch, length, dim, generator=generator), mask,
                             torch.randn(batch, dim, generator=generator))
+
+
+def tiny_bundle(seed: int = 1):
+    """A complete bundle with small random modules (a stand-in for a trained one): 32x32 pixels, 4-channel
+    latents at 1/4 resolution."""
+    from unidit.runtime.bundle import GenerationDefaults, ModelBundle
+    from unidit.runtime.text.encoder import TextEncoderConfig
+    from unidit.runtime.text.tokenizer import build_tokenizer
+    from unidit.runtime.vae.autoencoder import AutoencoderConfig
+    from unidit.runtime.vae.splat_decoder import SplatDecoderConfig
+
+    tokenizer = build_tokenizer("a red green blue cube ball sphere on grey".split())
+    bundle = ModelBundle.build(
+        DiTConfig(**TINY_DIT),
+        AutoencoderConfig(latent_channels=4, channels=(8, 16, 16)),
+        SplatDecoderConfig(latent_channels=4, channels=(8, 16, 16)),
+        TextEncoderConfig(vocab_size=tokenizer.get_vocab_size(), width=32, depth=1, num_heads=2),
+        tokenizer, GenerationDefaults(width=32, height=32, frames=5, steps=4, guidance=2.0))
+    for index, module in enumerate(bundle.modules().values()):
+        randomize(module, seed + index, std=0.1)
+    return bundle.eval()

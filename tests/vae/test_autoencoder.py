@@ -1,0 +1,79 @@
+import pytest
+import torch
+
+from unidit.runtime.vae.autoencoder import AutoencoderConfig, CausalVideoAutoencoder
+from unidit_testing import randomize
+
+SMALL = AutoencoderConfig(latent_channels=4, channels=(8, 16, 16))
+
+
+def small_autoencoder():
+    return randomize(CausalVideoAutoencoder(AutoencoderConfig(**{**SMALL.to_dict()})), std=0.2).eval()
+
+
+def test_frames_map_to_one_plus_groups_of_four():
+    config = AutoencoderConfig()
+    assert [config.latent_frames(t) for t in (1, 5, 9, 13)] == [1, 2, 3, 4]
+    assert [config.pixel_frames(k) for k in (1, 2, 3)] == [1, 5, 9]
+    with pytest.raises(ValueError, match=r"1 \+ 4k frames"):
+        config.latent_frames(8)
+    assert config.spatial_factor == 8
+
+
+def test_encoding_is_causal_and_an_image_is_a_one_frame_video():
+    model = small_autoencoder()
+    video = torch.rand(2, 3, 9, 16, 16) * 2 - 1
+    with torch.no_grad():
+        mean, _ = model.encode_distribution(video)
+        changed = video.clone()
+        changed[:, :, 6] += 0.5  # frame 6 belongs to the group of latent frame 2 (frames 5..8)
+        mean_changed, _ = model.encode_distribution(changed)
+        image_mean, _ = model.encode_distribution(video[:, :, :1])
+    assert mean.shape == (2, 4, 3, 4, 4)
+    assert torch.equal(mean_changed[:, :, :2], mean[:, :, :2])
+    assert not torch.allclose(mean_changed[:, :, 2], mean[:, :, 2])
+    assert torch.allclose(image_mean[:, :, 0], mean[:, :, 0], atol=1e-6)
+
+
+def test_decoding_is_causal_and_restores_the_frame_count():
+    model = small_autoencoder()
+    latents = torch.randn(1, 4, 3, 4, 4)
+    with torch.no_grad():
+        frames = model.decode(latents)
+        changed = latents.clone()
+        changed[:, :, 2] += 1.0
+        frames_changed = model.decode(changed)
+        image = model.decode(latents[:, :, :1])
+    assert frames.shape == (1, 3, 9, 16, 16)
+    assert torch.equal(frames_changed[:, :, :5], frames[:, :, :5])  # frames before latent 2's group
+    assert not torch.allclose(frames_changed[:, :, 5:], frames[:, :, 5:])
+    assert torch.allclose(image[:, :, 0], frames[:, :, 0], atol=1e-6)
+
+
+def test_latent_statistics_normalise_and_are_stored_in_the_config():
+    model = small_autoencoder()
+    video = torch.rand(1, 3, 5, 16, 16)
+    with torch.no_grad():
+        raw, _ = model.encode_distribution(video)
+        model.set_latent_statistics(torch.tensor([1.0, 2.0, 3.0, 4.0]), torch.tensor([2.0, 2.0, 4.0, 4.0]))
+        normalised = model.encode(video)
+    assert torch.allclose(normalised[:, 1], (raw[:, 1] - 2.0) / 2.0, atol=1e-6)
+    assert model.config.latent_shift == [1.0, 2.0, 3.0, 4.0]
+    rebuilt = CausalVideoAutoencoder(AutoencoderConfig.from_dict(model.config.to_dict()))
+    assert torch.equal(rebuilt.latent_scale, model.latent_scale)
+    assert torch.allclose(model.denormalize(normalised), raw, atol=1e-5)
+
+
+def test_sampling_the_posterior_is_seeded():
+    model = small_autoencoder()
+    frames = torch.rand(1, 3, 1, 16, 16)
+    with torch.no_grad():
+        a = model.encode(frames, torch.Generator().manual_seed(3), sample=True)
+        b = model.encode(frames, torch.Generator().manual_seed(3), sample=True)
+        mean = model.encode(frames)
+    assert torch.equal(a, b) and not torch.equal(a, mean)
+
+
+def test_sizes_that_do_not_divide_fail_clearly():
+    with pytest.raises(ValueError, match="divisible by 4"):
+        small_autoencoder().encode(torch.zeros(1, 3, 1, 18, 16))
