@@ -24,6 +24,9 @@ from .text.tokenizer import tokenizer_from_json
 from .vae.autoencoder import AutoencoderConfig, CausalVideoAutoencoder
 from .vae.splat_decoder import SplatDecoder, SplatDecoderConfig
 
+# The demo bundle shipped with the pack (trained by `unidit train --preset toyworld`): the embedded default.
+SHIPPED_BUNDLE = Path(__file__).resolve().parents[1] / "models" / "unidit-toyworld.safetensors"
+
 
 @dataclass
 class GenerationDefaults:

@@ -48,3 +48,41 @@ def _publish(temporary: str, path: Path) -> None:
             raise FileExistsError(f"{path} appeared while it was being written; UniDiT never overwrites a "
                                   f"file. Choose another name.") from None
         os.replace(temporary, path)
+
+
+def numbered_output(output_dir: str | os.PathLike, filename_prefix: str, extension: str) -> tuple[Path, str]:
+    """The next free ComfyUI-style name for ``filename_prefix``: ``<output_dir>/<sub>/<name>_00001_.<ext>``.
+
+    ``filename_prefix`` may contain subfolders ("video/UniDiT"); the result must stay inside ``output_dir``
+    (resolved with symlinks, so a link cannot lead outside). The counter continues after the highest number
+    already used by that name, as ComfyUI's ``get_save_image_path`` does. Returns the path and the subfolder.
+    """
+    root = Path(os.path.realpath(output_dir))
+    relative = Path(os.path.normpath(filename_prefix.strip() or "UniDiT"))
+    if relative.is_absolute() or ".." in relative.parts:
+        raise ValueError(f"filename prefix {filename_prefix!r} must stay inside the output folder "
+                         f"(no absolute paths or '..')")
+    folder = Path(os.path.realpath(root / relative.parent))
+    if os.path.commonpath([root, folder]) != str(root):
+        raise ValueError(f"filename prefix {filename_prefix!r} leads outside the output folder")
+    name = relative.name
+    used = [0]
+    if folder.is_dir():
+        for entry in os.listdir(folder):
+            stem = entry.rsplit(".", 1)[0]
+            if stem.startswith(f"{name}_") and stem.endswith("_") and stem[len(name) + 1:-1].isdigit():
+                used.append(int(stem[len(name) + 1:-1]))
+    subfolder = "" if relative.parent == Path(".") else relative.parent.as_posix()
+    return folder / f"{name}_{max(used) + 1:05d}_.{extension.lstrip('.')}", subfolder
+
+
+def save_output(output_dir: str | os.PathLike, filename_prefix: str, extension: str, data: bytes) -> tuple[Path, str]:
+    """Write ``data`` under the next free numbered name (see :func:`numbered_output`); returns the path and its
+    subfolder. If another writer takes the name first, the next number is used."""
+    for _ in range(100):
+        path, subfolder = numbered_output(output_dir, filename_prefix, extension)
+        try:
+            return write_atomic(path, data), subfolder
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"could not find a free name for {filename_prefix!r} in {output_dir}")

@@ -46,3 +46,26 @@ def test_filesystems_without_hard_links_still_get_an_atomic_rename(tmp_path, mon
     path = write_atomic(tmp_path / "fat.bin", b"data")
     assert path.read_bytes() == b"data"
     assert os.listdir(tmp_path) == ["fat.bin"]
+
+
+def test_numbered_outputs_follow_comfyui_naming_and_never_collide(tmp_path):
+    first, subfolder = files.save_output(tmp_path, "UniDiT", "png", b"a")
+    second, _ = files.save_output(tmp_path, "UniDiT", "png", b"b")
+    assert (first.name, second.name, subfolder) == ("UniDiT_00001_.png", "UniDiT_00002_.png", "")
+    (tmp_path / "UniDiT_00041_.mp4").write_bytes(b"")  # the counter continues after the highest number used
+    assert files.numbered_output(tmp_path, "UniDiT", "glb")[0].name == "UniDiT_00042_.glb"
+    assert files.numbered_output(tmp_path, "UniDiT_x", "glb")[0].name == "UniDiT_x_00001_.glb"
+    nested, subfolder = files.save_output(tmp_path, "video/clip", "mp4", b"c")
+    assert nested == tmp_path / "video" / "clip_00001_.mp4" and subfolder == "video"
+
+
+def test_prefixes_cannot_leave_the_output_folder(tmp_path):
+    for prefix in ("../escape", "/etc/passwd", "a/../../b"):
+        with pytest.raises(ValueError, match="output folder"):
+            files.numbered_output(tmp_path / "out", prefix, "png")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "link").symlink_to(outside)
+    with pytest.raises(ValueError, match="leads outside"):
+        files.numbered_output(tmp_path / "out", "link/x", "png")

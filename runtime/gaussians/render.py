@@ -208,16 +208,41 @@ def rasterize(gaussians: ProjectedGaussians, width: int, height: int):
     start_sum = before.index_select(0, run_start).index_select(0, pixel)  # the running sum at each run's start
     weights = torch.exp((before - start_sum).to(dtype)) * alphas
 
-    # Per pixel, sum weight x (r, g, b, z, 1) over its pairs: a sparse [pixels, M] matrix (rows are the runs)
-    # times the [M, 5] Gaussian values.
+    # Per pixel, sum weight x (r, g, b, z, 1) over its pairs.
     values = torch.cat([gaussians.colors, gaussians.depths.unsqueeze(-1),
                         torch.ones_like(gaussians.depths).unsqueeze(-1)], dim=-1)
     row_offsets = torch.cat([run_end.new_zeros(1), run_end]).to(keys.dtype)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-        weight_matrix = torch.sparse_csr_tensor(row_offsets, rank, weights, (pixels, count), check_invariants=False)
-    accumulated = (weight_matrix @ values).reshape(height, width, 5)
+    accumulated = _PixelSum.apply(weights, values, row_offsets, rank, pixel).reshape(height, width, 5)
     return accumulated[..., :3], accumulated[..., 4], accumulated[..., 3]
+
+
+class _PixelSum(torch.autograd.Function):
+    """``out[p] = sum over the pairs i of pixel p of weights[i] * values[rank[i]]``.
+
+    Forward: a sparse [pixels, M] matrix whose rows are the pixels' runs of pairs, times the [M, 5] values (far
+    faster than ``index_add_``). Backward: gathers over the pairs. (torch's own CSR backward forms the dense
+    [pixels, M] product before masking it, which is quadratic.)
+    """
+
+    @staticmethod
+    def forward(ctx, weights, values, row_offsets, rank, pixel):
+        ctx.save_for_backward(weights, values, rank, pixel)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+            matrix = torch.sparse_csr_tensor(row_offsets, rank, weights, (row_offsets.shape[0] - 1, values.shape[0]),
+                                             check_invariants=False)
+            return matrix @ values
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        weights, values, rank, pixel = ctx.saved_tensors
+        grad_per_pair = grad_output.index_select(0, pixel)  # [pairs, 5]
+        grad_weights = grad_values = None
+        if ctx.needs_input_grad[0]:
+            grad_weights = (grad_per_pair * values.index_select(0, rank)).sum(dim=-1)
+        if ctx.needs_input_grad[1]:
+            grad_values = torch.zeros_like(values).index_add_(0, rank, grad_per_pair * weights.unsqueeze(-1))
+        return grad_weights, grad_values, None, None, None
 
 
 def rasterize_dense(gaussians: ProjectedGaussians, width: int, height: int, max_elements: int = 2 ** 23):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 
 def _add_bench(subparsers) -> None:
@@ -29,10 +30,100 @@ def _run_bench(args) -> int:
     return 0
 
 
+def _add_demo(subparsers) -> None:
+    demo = subparsers.add_parser("demo", help="one prompt -> an image, a video, a splat and a mesh",
+                                 description="Generate an image (PNG), a video (MP4), a Gaussian splat (PLY) and a "
+                                             "mesh (GLB) from one prompt with the shipped demo bundle.")
+    demo.add_argument("--prompt", default="a red cube", help="what to generate (default: %(default)s)")
+    demo.add_argument("--out", type=Path, default=Path("output"), help="output folder (default: %(default)s)")
+    demo.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    demo.add_argument("--bundle", type=Path, default=None, help="model bundle (default: the shipped demo bundle)")
+    demo.set_defaults(handler=_run_demo)
+
+
+def _run_demo(args) -> int:
+    from ..demo import run_demo
+
+    outputs = run_demo(args.prompt, args.out, args.bundle, args.seed)
+    for kind in ("image", "video", "splat", "mesh"):
+        print(f"{kind:<6} {outputs[kind]}")
+    print(f"done in {outputs['seconds']} s")
+    return 0
+
+
+def _add_train(subparsers) -> None:
+    from ..train.recipe import PRESETS
+
+    train = subparsers.add_parser("train", help="train a model bundle on the toy world (resumable)",
+                                  description="Train every stage of a preset and write one .safetensors bundle. "
+                                              "Interrupted runs resume from the work folder.")
+    train.add_argument("--preset", choices=sorted(PRESETS), default="toyworld",
+                       help="toyworld: the shipped bundle (hours); tiny: a few minutes (default: %(default)s)")
+    train.add_argument("--work", type=Path, default=None, help="checkpoint folder (default: runs/<preset>)")
+    train.add_argument("--out", type=Path, default=None,
+                       help="bundle to write (default: models/unidit-<preset>.safetensors for toyworld, "
+                            "runs/<preset>/unidit-<preset>.safetensors otherwise)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--lora-rank", type=int, default=None,
+                       help="fine-tune the backbone of --from with LoRA adapters of this rank instead")
+    train.add_argument("--from", dest="base", type=Path, default=None, help="the bundle LoRA fine-tunes")
+    train.add_argument("--overwrite", action="store_true", help="replace an existing output bundle")
+    train.set_defaults(handler=_run_train)
+
+
+def _run_train(args) -> int:
+    from ..bundle import SHIPPED_BUNDLE, ModelBundle
+    from ..train.recipe import PRESETS, fine_tune_lora, train_bundle
+
+    preset = PRESETS[args.preset]
+    work = args.work or Path("runs") / args.preset
+    if args.lora_rank is not None:
+        base = args.base or SHIPPED_BUNDLE
+        bundle = fine_tune_lora(ModelBundle.load(base), preset, work, args.lora_rank, args.seed)
+        out = args.out or work / f"{base.stem}-lora{args.lora_rank}.safetensors"
+    else:
+        bundle = train_bundle(preset, work, args.seed)
+        out = args.out or (SHIPPED_BUNDLE if preset.name == "toyworld" else work / f"unidit-{preset.name}.safetensors")
+    bundle.save(out, overwrite=args.overwrite)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
+    print(json.dumps(bundle.info, indent=2))
+    return 0
+
+
+def _add_eval(subparsers) -> None:
+    evaluate = subparsers.add_parser("eval", help="score a bundle on a fixed prompt set",
+                                     description="Generate from a fixed set of prompts and score colour, shape, "
+                                                 "3D consistency and image conditioning analytically.")
+    evaluate.add_argument("bundle", nargs="?", type=Path, default=None,
+                          help="model bundle (default: the shipped demo bundle)")
+    evaluate.add_argument("--json", action="store_true", help="print the scores as one JSON object")
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--steps", type=int, default=None, help="sampling steps (default: the bundle's)")
+    evaluate.set_defaults(handler=_run_eval)
+
+
+def _run_eval(args) -> int:
+    from ..bundle import SHIPPED_BUNDLE, ModelBundle
+    from ..train.evaluate import EvalConfig, evaluate
+
+    bundle = ModelBundle.load(args.bundle or SHIPPED_BUNDLE)
+    scores = evaluate(bundle, EvalConfig(seed=args.seed, steps=args.steps), progress=not args.json)
+    if args.json:
+        print(json.dumps(scores, indent=2))
+    else:
+        width = max(len(key) for key in scores)
+        for key, value in scores.items():
+            print(f"{key:<{width}}  {value}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="unidit", description="UniDiT: one diffusion transformer for images, "
                                      "videos and 3D assets.")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_demo(subparsers)
+    _add_train(subparsers)
+    _add_eval(subparsers)
     _add_bench(subparsers)
     return parser
 

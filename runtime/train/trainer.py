@@ -85,6 +85,7 @@ class TrainingStage:
         self.ema = ExponentialMovingAverage(modules, config.ema_decay) if config.ema_decay else None
         self.step = 0
         self.history: list[dict] = []
+        self.seconds = 0.0  # training time of this stage, across resumed runs
 
     @property
     def checkpoint_path(self) -> Path:
@@ -105,9 +106,10 @@ class TrainingStage:
             module.train()
         bar = tqdm(total=self.config.steps, initial=self.step, desc=self.name, disable=not self.progress,
                    dynamic_ncols=True, mininterval=1.0)
-        started = time.perf_counter()
         while self.step < self.config.steps:
+            started = time.perf_counter()
             metrics = self._one_step(step_fn)
+            self.seconds += time.perf_counter() - started
             self.history.append(metrics)
             bar.update(1)
             bar.set_postfix(loss=f"{metrics['loss']:.4f}", lr=f"{metrics['lr']:.1e}")
@@ -118,7 +120,7 @@ class TrainingStage:
             self.ema.copy_to(self.modules)
         for module in self.modules.values():
             module.eval()
-        self._save_weights(self.done_path, {"seconds": f"{time.perf_counter() - started:.1f}"})
+        self._save_weights(self.done_path)
         self.checkpoint_path.unlink(missing_ok=True)
         return self.history
 
@@ -159,7 +161,7 @@ class TrainingStage:
             for key, value in state.items():
                 tensors[f"optimizer.{index}.{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
         metadata = {"step": str(self.step), "param_groups": json.dumps(optimizer_state["param_groups"]),
-                    "history": json.dumps(self.history)}
+                    "history": json.dumps(self.history), "seconds": f"{self.seconds:.1f}"}
         _save_atomically(tensors, metadata, self.checkpoint_path)
 
     def _load_checkpoint(self) -> None:
@@ -180,15 +182,19 @@ class TrainingStage:
         self.optimizer.load_state_dict({"state": state, "param_groups": json.loads(metadata["param_groups"])})
         self.step = int(metadata["step"])
         self.history = json.loads(metadata["history"])
+        self.seconds = float(metadata["seconds"])
 
-    def _save_weights(self, path: Path, metadata: dict) -> None:
-        _save_atomically(self._module_tensors(), {"history": json.dumps(self.history), **metadata}, path)
+    def _save_weights(self, path: Path) -> None:
+        _save_atomically(self._module_tensors(), {"history": json.dumps(self.history), "seconds": f"{self.seconds:.1f}"},
+                         path)
 
     def _load_weights(self, path: Path) -> None:
         from safetensors import safe_open
 
         with safe_open(str(path), "pt") as handle:
-            self.history = json.loads(handle.metadata().get("history", "[]"))
+            metadata = handle.metadata()
+        self.history = json.loads(metadata["history"])
+        self.seconds = float(metadata["seconds"])
         self._load_modules(load_file(str(path)), "model.")
         for module in self.modules.values():
             module.eval()

@@ -1,0 +1,58 @@
+"""`unidit demo`: the main job. One prompt, the shipped bundle, four files: an image (PNG), a video (MP4), a
+Gaussian splat (PLY) and a mesh (GLB)."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import torch
+from tqdm import tqdm
+
+from .bundle import SHIPPED_BUNDLE, ModelBundle
+from .files import save_output
+from .gaussians.mesh import MeshConfig, mesh_bytes, splat_to_mesh
+from .gaussians.ply import ply_bytes
+from .generate import decode_frames, decode_splats, empty_latents, generate
+from .media.image import encode_png
+from .media.video import encode_video
+from .sampling.guidance import GuidanceConfig
+from .sampling.sampler import SamplerConfig
+
+
+def run_demo(prompt: str, output_dir: Path, bundle_path: Optional[Path] = None, seed: int = 0,
+             progress: bool = True) -> dict:
+    """Generate the four outputs of ``prompt``; returns {"image" | "video" | "splat" | "mesh": path}."""
+    started = time.perf_counter()
+    bundle_path = Path(bundle_path or SHIPPED_BUNDLE)
+    if not bundle_path.exists():
+        raise FileNotFoundError(f"no model bundle at {bundle_path}; train one with `unidit train --preset "
+                                f"toyworld` or pass --bundle")
+    bundle = ModelBundle.load(bundle_path)
+    d = bundle.defaults
+    sampler = SamplerConfig(solver=d.solver, steps=d.steps)
+    guidance = GuidanceConfig(scale=d.guidance)
+    positive, negative = bundle.encode_prompts([prompt]), bundle.encode_prompts([""])
+    stages = ("image", "video", "3d")
+    bar = tqdm(total=len(stages) * sampler.steps, desc="demo", disable=not progress, dynamic_ncols=True)
+
+    def sample(modality: str):
+        bar.set_postfix_str(modality)
+        latents = empty_latents(bundle, modality, d.width, d.height, frames=d.frames, fps=d.fps)
+        return generate(bundle, latents, positive, negative, guidance, sampler, seed,
+                        callback=lambda step, total, x, denoised: bar.update(1))
+
+    outputs = {}
+    image = decode_frames(bundle, sample("image"))[0, 0]
+    outputs["image"] = save_output(output_dir, "unidit_image", "png", encode_png(image, {"prompt": prompt}))[0]
+    video = decode_frames(bundle, sample("video"))[0]
+    outputs["video"] = save_output(output_dir, "unidit_video", "mp4", encode_video(video, d.fps, "mp4"))[0]
+    views = sample("3d")
+    splats = decode_splats(bundle, views).item(0)
+    outputs["splat"] = save_output(output_dir, "unidit_splat", "ply", ply_bytes(splats))[0]
+    bar.set_postfix_str("mesh")
+    mesh = splat_to_mesh(splats, MeshConfig(resolution=96))
+    outputs["mesh"] = save_output(output_dir, "unidit_mesh", "glb", mesh_bytes(mesh, "glb"))[0]
+    bar.close()
+    outputs["seconds"] = round(time.perf_counter() - started, 2)
+    return outputs

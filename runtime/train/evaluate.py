@@ -1,0 +1,191 @@
+"""`unidit eval`: generate from a fixed prompt set and score the outputs with analytic checks against the toy
+world (no learned metric, nothing downloaded).
+
+- colour accuracy: the dominant hue of the object in text -> image samples names the prompted colour
+  (all 8 colours x 5 shapes, including the colour/shape pairs held out of training);
+- shape accuracy: the object's silhouette matches renders of the prompted primitive better (IoU) than renders
+  of the other four, over sizes and poses;
+- 3D consistency: PSNR between the decoded splat rendered at view k and the generated view k;
+- image -> video: PSNR of the first frame against the input image; image -> 3D: PSNR of view 0 likewise;
+- video motion: the fraction of text -> video samples whose object visibly moves.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from ..bundle import ModelBundle
+from ..gaussians.render import RenderConfig, render
+from ..generate import condition_on_image, decode_frames, decode_splats, empty_latents, generate
+from ..sampling.guidance import GuidanceConfig
+from ..sampling.sampler import SamplerConfig
+from . import toyworld
+from .toyworld import COLOURS, SHAPES, Scene, ToyWorldConfig
+
+VIDEO_PROMPTS = ("a red cube moving left", "a blue ball moving right", "a bouncing green cylinder",
+                 "a spinning yellow cube", "an orange cone moving up", "a purple ring spinning",
+                 "a pink sphere moving down", "a bouncing cyan cone")
+OBJECT_CHROMA = 0.08     # background is achromatic: pixels with more chroma belong to the object
+MOTION_THRESHOLD = 0.01  # mean absolute change between the first and last frame that counts as motion
+
+
+@dataclass
+class EvalConfig:
+    seed: int = 0
+    steps: Optional[int] = None        # default: the bundle's
+    guidance: Optional[float] = None   # default: the bundle's
+    batch_size: int = 8
+    conditioned_items: int = 4         # image -> video and image -> 3D inputs
+    views_prompts: int = 8             # text -> 3D prompts
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Peak signal-to-noise ratio in dB of images in 0..1."""
+    mse = float(F.mse_loss(a.float(), b.float()))
+    return 99.0 if mse == 0 else 10.0 * math.log10(1.0 / mse)
+
+
+def object_mask(image: torch.Tensor) -> torch.Tensor:
+    """[..., H, W, 3] -> bool [..., H, W]: the coloured object over the achromatic background."""
+    chroma = image.amax(dim=-1) - image.amin(dim=-1)
+    return chroma > OBJECT_CHROMA
+
+
+def border_background(image: torch.Tensor) -> tuple[float, float, float]:
+    """The background colour of a view: the median of its border pixels."""
+    border = torch.cat([image[0], image[-1], image[:, 0], image[:, -1]])
+    return tuple(float(v) for v in border.median(dim=0).values)
+
+
+def shape_templates(resolution: int, yaws: int = 8) -> dict:
+    """Silhouettes [K, H, W] of every shape at every size and ``yaws`` poses, rendered by the toy world."""
+    config = ToyWorldConfig(resolution=resolution)
+    templates = {}
+    for shape in SHAPES:
+        scenes = []
+        for size in toyworld.SIZES:
+            for k in range(yaws):
+                if shape == "torus":
+                    yaw = (2 * k / max(1, yaws - 1) - 1) * toyworld.TORUS_YAW
+                    tilt = sum(toyworld.TORUS_TILT) / 2
+                else:
+                    yaw, tilt = 2 * math.pi * k / yaws, 0.0
+                scenes.append(Scene(shape, "red", size, "grey", yaw, tilt))
+        templates[shape] = toyworld.render_images(scenes, config).alpha > 0.5
+    return templates
+
+
+def classify_shape(mask: torch.Tensor, templates: dict) -> str:
+    """The shape whose best template overlaps ``mask`` [H, W] most (intersection over union)."""
+    scores = {}
+    for shape, silhouettes in templates.items():
+        intersection = (silhouettes & mask).flatten(1).sum(1).float()
+        union = (silhouettes | mask).flatten(1).sum(1).float().clamp_min(1)
+        scores[shape] = float((intersection / union).max())
+    return max(scores, key=scores.get)
+
+
+def evaluate(bundle: ModelBundle, config: EvalConfig | None = None, progress: bool = True) -> dict:
+    config = config or EvalConfig()
+    started = time.perf_counter()
+    defaults = bundle.defaults
+    width, height = defaults.width, defaults.height
+    sampler = SamplerConfig(solver=defaults.solver, steps=config.steps or defaults.steps)
+    guidance = GuidanceConfig(scale=config.guidance if config.guidance is not None else defaults.guidance)
+    negative = bundle.encode_prompts([""])
+    generator = torch.Generator().manual_seed(config.seed)
+    world = ToyWorldConfig(resolution=width)
+    image_pairs = [(colour, shape) for shape in SHAPES for colour in COLOURS]
+    total = len(image_pairs) + len(VIDEO_PROMPTS) + config.views_prompts + 2 * config.conditioned_items
+    bar = tqdm(total=total, desc="eval", disable=not progress, dynamic_ncols=True)
+
+    def run(modality: str, prompts: list, images: Optional[torch.Tensor] = None, seed: int = 0):
+        latents = empty_latents(bundle, modality, width, height, batch_size=len(prompts), frames=defaults.frames)
+        if images is not None:
+            latents = condition_on_image(bundle, latents, images)
+        with torch.no_grad():
+            result = generate(bundle, latents, bundle.encode_prompts(prompts), negative, guidance, sampler,
+                              config.seed + seed)
+        bar.update(len(prompts))
+        return result
+
+    # text -> image: colour and shape
+    templates = shape_templates(width)
+    colour_hits, shape_hits, held_colour, held_shape = [], [], [], []
+    for start in range(0, len(image_pairs), config.batch_size):
+        pairs = image_pairs[start:start + config.batch_size]
+        frames = decode_frames(bundle, run("image", [f"a {c} {s}" for c, s in pairs], seed=start))[:, 0]
+        for (colour, shape), image in zip(pairs, frames):
+            mask = object_mask(image)
+            colour_ok = toyworld.dominant_colour(image, mask) == colour
+            shape_ok = bool(mask.any()) and classify_shape(mask, templates) == shape
+            colour_hits.append(colour_ok)
+            shape_hits.append(shape_ok)
+            if (colour, shape) in toyworld.HELD_OUT_PAIRS:
+                held_colour.append(colour_ok)
+                held_shape.append(shape_ok)
+
+    # text -> video: motion
+    videos = decode_frames(bundle, run("video", list(VIDEO_PROMPTS), seed=1000))
+    moving = [float((video[-1] - video[0]).abs().mean()) > MOTION_THRESHOLD for video in videos]
+
+    # text -> 3D: the splat seen from each view against the view itself
+    view_prompts = [f"a {colour} {SHAPES[i % len(SHAPES)]}" for i, colour in enumerate(COLOURS)]
+    view_prompts = (view_prompts * math.ceil(config.views_prompts / len(view_prompts)))[:config.views_prompts]
+    view_latents = run("3d", view_prompts, seed=2000)
+    splat_psnrs = splat_view_psnrs(bundle, view_latents, decode_frames(bundle, view_latents))
+
+    # image -> video and image -> 3D: the given frame comes back
+    scenes = toyworld.sample_scenes(config.conditioned_items, generator, include_held_out=True)
+    inputs = toyworld.render_images(scenes, world).rgb
+    captions = [toyworld.caption(scene, generator) for scene in scenes]
+    first_frames = decode_frames(bundle, run("video", captions, inputs, seed=3000))[:, 0]
+    view0 = decode_frames(bundle, run("3d", captions, inputs, seed=4000))[:, 0]
+    bar.close()
+
+    def mean(values):
+        return round(sum(float(v) for v in values) / max(1, len(values)), 4)
+
+    return {
+        "color_accuracy": mean(colour_hits),
+        "shape_accuracy": mean(shape_hits),
+        "splat_view_psnr": round(sum(splat_psnrs) / len(splat_psnrs), 2),
+        "i2v_first_frame_psnr": round(sum(psnr(a, b) for a, b in zip(first_frames, inputs)) / len(inputs), 2),
+        "i23d_view0_psnr": round(sum(psnr(a, b) for a, b in zip(view0, inputs)) / len(inputs), 2),
+        "video_motion": mean(moving),
+        "held_out_color_accuracy": mean(held_colour),
+        "held_out_shape_accuracy": mean(held_shape),
+        "prompts": total,
+        "steps": sampler.steps,
+        "guidance": guidance.scale,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+def splat_view_psnrs(bundle: ModelBundle, latents, views: torch.Tensor, supersample: int = 2) -> list:
+    """PSNR of each item's splat rendered at every rig view against the decoded view, averaged over views.
+
+    The generated views are antialiased renders, so the splat is rendered antialiased too: ``supersample`` x
+    the resolution, then averaged down.
+    """
+    splats = decode_splats(bundle, latents)
+    cameras = latents.cameras
+    big = cameras.resized(cameras.width * supersample, cameras.height * supersample)
+    scores = []
+    for item in range(latents.batch_size):
+        target = views[item]
+        background = border_background(target[0])
+        count = int(splats.counts[item]) if splats.counts is not None else splats.num_gaussians
+        if count == 0:
+            scores.append(psnr(torch.tensor(background).expand_as(target), target))
+            continue
+        rendering = render(splats.item(item), big, RenderConfig(background=background)).color  # [V, H', W', 3]
+        rendered = F.avg_pool2d(rendering.permute(0, 3, 1, 2), supersample).permute(0, 2, 3, 1)
+        scores.append(sum(psnr(r, t) for r, t in zip(rendered, target)) / len(target))
+    return scores

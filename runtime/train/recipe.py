@@ -1,0 +1,326 @@
+"""The recipe of the shipped demo bundle: presets and the training stages, from nothing to one .safetensors.
+
+    1. autoencoder     toy-world images and videos -> reconstruction (L1) + KL, rendered fresh every step
+    2. statistics      per-channel mean/std of the latents, so the backbone sees unit-variance latents
+    3. splat decoder   4 rig views -> per-pixel Gaussians: ground-truth surfels + a render loss on 4 held-out views
+    4. latent dataset  images, videos and view sets rendered, encoded and cached with their captions
+    5. backbone        rectified flow on the cached latents with the text encoder, a task mixture as given-frame
+                       masks (text -> image / video / 3D, image -> video, image -> 3D, extension, interpolation),
+                       caption dropout for guidance, unknown words for robustness
+
+Every stage checkpoints into the work folder and resumes where it stopped; ``train_bundle`` with the same
+preset, seed and work folder continues an interrupted run and skips finished stages.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from ..bundle import GenerationDefaults, ModelBundle
+from ..gaussians.render import RenderConfig, render
+from ..gaussians.splats import Splats
+from ..gaussians.sh import rgb_to_sh0
+from ..model.config import DiTConfig, modality_index
+from ..sampling.flow import add_noise, default_shift, sample_training_sigmas, velocity_target
+from ..text.encoder import TextEncoderConfig
+from ..text.tokenizer import build_tokenizer
+from ..vae.autoencoder import AutoencoderConfig
+from ..vae.splat_decoder import SplatDecoderConfig
+from . import toyworld
+from .data import KINDS, build_latent_dataset, dataset_seconds, encode_clips, to_pixels
+from .lora import add_lora, merge_lora
+from .toyworld import ToyWorldConfig
+from .trainer import StageConfig, TrainingStage
+
+
+@dataclass
+class TaskMixture:
+    """How often a training clip is conditioned on given frames (the rest are text-only)."""
+
+    image_to_video: float = 0.3        # video frame 0 given
+    extension: float = 0.05            # the first half of the video frames given
+    interpolation: float = 0.05        # the first and last video frames given
+    image_to_3d: float = 0.3           # view 0 given
+    caption_dropout: float = 0.1       # caption replaced by "" (the unconditional branch of guidance)
+    unknown_word: float = 0.1          # a word the vocabulary does not know inserted into the caption
+
+
+@dataclass
+class Preset:
+    name: str
+    world: ToyWorldConfig
+    dit: DiTConfig
+    autoencoder: AutoencoderConfig
+    splat: SplatDecoderConfig
+    text: TextEncoderConfig                 # vocab_size is set from the tokenizer
+    autoencoder_stage: StageConfig
+    autoencoder_batch: tuple[int, int]      # images, videos per step
+    splat_stage: StageConfig
+    splat_batch: int                        # objects per step (each with 4 input and 4 held-out views)
+    backbone_stage: StageConfig
+    backbone_batch: dict                    # clips per step by kind
+    dataset: dict                           # cached clips by kind
+    statistics_clips: int = 256
+    tasks: TaskMixture = field(default_factory=TaskMixture)
+    defaults: GenerationDefaults = field(default_factory=GenerationDefaults)
+
+
+def _presets() -> dict:
+    toyworld_preset = Preset(
+        name="toyworld",
+        world=ToyWorldConfig(resolution=64),
+        dit=DiTConfig(latent_channels=16, hidden_size=256, depth=8, num_heads=4, mlp_hidden=704, text_dim=128),
+        autoencoder=AutoencoderConfig(latent_channels=16, channels=(32, 64, 128, 128)),
+        splat=SplatDecoderConfig(latent_channels=16, channels=(32, 64, 128, 128)),
+        text=TextEncoderConfig(width=128, depth=2, num_heads=4, max_length=24),
+        autoencoder_stage=StageConfig(steps=1000, learning_rate=1e-3, warmup_steps=50, ema_decay=0.998),
+        autoencoder_batch=(24, 2),
+        splat_stage=StageConfig(steps=500, learning_rate=1e-3, warmup_steps=50, ema_decay=0.995),
+        splat_batch=4,
+        backbone_stage=StageConfig(steps=4000, learning_rate=3e-4, warmup_steps=200, ema_decay=0.999),
+        backbone_batch={"image": 48, "video": 16, "3d": 16},
+        dataset={"image": 12000, "video": 4000, "3d": 4000},
+        defaults=GenerationDefaults(width=64, height=64, frames=9, fps=8.0, steps=24, guidance=4.0, solver="heun"),
+    )
+    tiny = Preset(
+        name="tiny",
+        world=ToyWorldConfig(resolution=32),
+        dit=DiTConfig(latent_channels=8, hidden_size=64, depth=2, num_heads=2, mlp_hidden=176, text_dim=32),
+        autoencoder=AutoencoderConfig(latent_channels=8, channels=(16, 32, 32)),
+        splat=SplatDecoderConfig(latent_channels=8, channels=(16, 32, 32)),
+        text=TextEncoderConfig(width=32, depth=1, num_heads=2, max_length=24),
+        autoencoder_stage=StageConfig(steps=120, learning_rate=2e-3, warmup_steps=10, ema_decay=0.9),
+        autoencoder_batch=(16, 1),
+        splat_stage=StageConfig(steps=40, learning_rate=2e-3, warmup_steps=5, ema_decay=0.9),
+        splat_batch=2,
+        backbone_stage=StageConfig(steps=150, learning_rate=1e-3, warmup_steps=10, ema_decay=0.95),
+        backbone_batch={"image": 16, "video": 4, "3d": 4},
+        dataset={"image": 256, "video": 64, "3d": 64},
+        statistics_clips=64,
+        defaults=GenerationDefaults(width=32, height=32, frames=9, fps=8.0, steps=8, guidance=3.0, solver="heun"),
+    )
+    return {preset.name: preset for preset in (toyworld_preset, tiny)}
+
+
+PRESETS = _presets()
+
+
+def train_bundle(preset: Preset, work_dir: Path, seed: int = 0, progress: bool = True) -> ModelBundle:
+    """Run (or resume) every stage of ``preset`` in ``work_dir``; returns the trained bundle (EMA weights)."""
+    work_dir = Path(work_dir)
+    torch.manual_seed(seed)  # the initial weights
+    tokenizer = build_tokenizer(toyworld.vocabulary(), max_length=preset.text.max_length)
+    text = replace(preset.text, vocab_size=tokenizer.get_vocab_size())
+    bundle = ModelBundle.build(preset.dit, replace(preset.autoencoder), preset.splat, text, tokenizer,
+                               preset.defaults)
+    report: dict = {"preset": preset.name, "seed": seed}
+
+    stage = TrainingStage("autoencoder", {"vae": bundle.autoencoder}, preset.autoencoder_stage, work_dir, seed,
+                          progress)
+    report["autoencoder"] = _summary(stage.run(autoencoder_step(bundle, preset)), stage.seconds)
+
+    measure_latent_statistics(bundle, preset, seed)
+
+    stage = TrainingStage("splat_decoder", {"splat": bundle.splat_decoder}, preset.splat_stage, work_dir, seed,
+                          progress)
+    report["splat_decoder"] = _summary(stage.run(splat_decoder_step(bundle, preset)), stage.seconds)
+
+    dataset = build_latent_dataset(bundle.autoencoder, preset.dataset, preset.world, seed + 1,
+                                   work_dir / "latents.safetensors", progress=progress)
+    report["latent_dataset"] = {"clips": preset.dataset, "seconds": dataset_seconds(work_dir / "latents.safetensors")}
+    stage = TrainingStage("backbone", {"dit": bundle.dit, "text": bundle.text_encoder}, preset.backbone_stage,
+                          work_dir, seed, progress)
+    report["backbone"] = _summary(stage.run(backbone_step(bundle, preset, dataset)), stage.seconds)
+    report["seconds"] = round(sum(part["seconds"] for part in report.values() if isinstance(part, dict)), 1)
+    bundle.info = {"training": report}
+    return bundle.eval()
+
+
+def fine_tune_lora(bundle: ModelBundle, preset: Preset, work_dir: Path, rank: int, seed: int = 0,
+                   progress: bool = True) -> ModelBundle:
+    """Fine-tune the backbone of a trained bundle with LoRA adapters on the preset's data, then merge them."""
+    dataset = build_latent_dataset(bundle.autoencoder, preset.dataset, preset.world, seed + 1,
+                                   Path(work_dir) / "latents.safetensors", progress=progress)
+    add_lora(bundle.dit, rank)
+    bundle.text_encoder.requires_grad_(False)
+    stage = TrainingStage(f"lora_rank{rank}", {"dit": bundle.dit}, preset.backbone_stage, work_dir, seed, progress)
+    history = stage.run(backbone_step(bundle, preset, dataset))
+    merge_lora(bundle.dit)
+    bundle.text_encoder.requires_grad_(True)
+    bundle.info = {**bundle.info, "lora": {"rank": rank, **_summary(history, stage.seconds)}}
+    return bundle.eval()
+
+
+def _summary(history: list, seconds: float) -> dict:
+    tail = history[-max(1, len(history) // 20):]
+    return {"steps": len(history), "first_loss": round(history[0]["loss"], 5),
+            "final_loss": round(sum(h["loss"] for h in tail) / len(tail), 5), "seconds": round(seconds, 1)}
+
+
+# ---- 1. autoencoder ---------------------------------------------------------------------------------------------
+
+KL_WEIGHT = 1e-4
+
+
+def autoencoder_step(bundle: ModelBundle, preset: Preset):
+    autoencoder = bundle.autoencoder
+    images, videos = preset.autoencoder_batch
+
+    def step(index: int, generator: torch.Generator) -> dict:
+        clips = [toyworld.render_images(toyworld.sample_scenes(images, generator), preset.world).rgb.unsqueeze(1)]
+        if videos:
+            scenes = toyworld.sample_scenes(videos, generator, with_motion=True)
+            clips.append(toyworld.render_videos(scenes, preset.world).rgb)
+        reconstruction = kl = 0.0
+        for rgb in clips:
+            pixels = to_pixels(rgb)
+            mean, log_variance = autoencoder.encode_distribution(pixels)
+            noise = torch.randn(mean.shape, generator=generator)
+            decoded = autoencoder.decode_raw(mean + torch.exp(0.5 * log_variance) * noise)
+            reconstruction = reconstruction + F.l1_loss(decoded, pixels) + F.mse_loss(decoded, pixels)
+            kl = kl + 0.5 * (mean.square() + log_variance.exp() - 1 - log_variance).mean()
+        return {"loss": reconstruction + KL_WEIGHT * kl, "reconstruction": reconstruction, "kl": kl}
+
+    return step
+
+
+# ---- 2. latent statistics ---------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def measure_latent_statistics(bundle: ModelBundle, preset: Preset, seed: int) -> None:
+    """Per-channel mean and std of raw latents of images, videos and views, stored in the autoencoder."""
+    generator = torch.Generator().manual_seed(seed + 7)
+    count = preset.statistics_clips
+    world = preset.world
+    clips = [toyworld.render_images(toyworld.sample_scenes(count, generator), world).rgb.unsqueeze(1),
+             toyworld.render_videos(toyworld.sample_scenes(count // 8, generator, with_motion=True), world).rgb,
+             toyworld.render_views(toyworld.sample_scenes(count // 4, generator), world).rgb.flatten(0, 1)[:, None]]
+    channels = bundle.autoencoder.config.latent_channels
+    latents = []
+    for rgb in clips:
+        for chunk in rgb.split(64):
+            mean, _ = bundle.autoencoder.encode_distribution(to_pixels(chunk))
+            latents.append(mean.transpose(0, 1).reshape(channels, -1))
+    latents = torch.cat(latents, dim=1)
+    bundle.autoencoder.set_latent_statistics(latents.mean(dim=1), latents.std(dim=1).clamp_min(1e-3))
+
+
+# ---- 3. splat decoder -------------------------------------------------------------------------------------------
+
+RENDER_LOSS_WEIGHT = 1.0
+LATENT_NOISE = 0.1  # generated latents are not exact encodings: train on slightly perturbed ones
+
+
+def splat_decoder_step(bundle: ModelBundle, preset: Preset):
+    """Input views are the rig's (orbit4); the held-out views sit halfway between them (orbit8's odd views)."""
+    autoencoder, decoder = bundle.autoencoder, bundle.splat_decoder
+    world8 = replace(preset.world, rig="orbit8")
+    rig = preset.world.rig_cameras()
+
+    def step(index: int, generator: torch.Generator) -> dict:
+        scenes = toyworld.sample_scenes(preset.splat_batch, generator, include_held_out=True)
+        views = toyworld.render_views(scenes, world8)
+        inputs, held_out = slice(0, None, 2), slice(1, None, 2)
+        rgb = views.rgb[:, inputs]  # [N, 4, H, W, 3]
+        n, v = rgb.shape[:2]
+        with torch.no_grad():
+            mean, _ = encode_clips(autoencoder, rgb.flatten(0, 1).unsqueeze(1))
+            latents = mean.view(n, v, *mean.shape[1:]).squeeze(3).transpose(1, 2)
+            latents = latents + LATENT_NOISE * torch.randn(latents.shape, generator=generator)
+        gaussians = decoder.gaussians(decoder(latents), rig)
+        alpha = views.alpha[:, inputs]
+        covered = (alpha > 0.5).float()
+        depth_loss = ((gaussians["depth"] - views.depth[:, inputs]).abs() * covered).sum() / covered.sum().clamp_min(1)
+        colour_loss = ((gaussians["colors"] - views.colour[:, inputs]).abs().mean(-1) * alpha).sum() \
+            / alpha.sum().clamp_min(1)
+        opacity_loss = F.binary_cross_entropy(gaussians["opacities"][..., 0].clamp(1e-5, 1 - 1e-5), alpha)
+        render_loss = 0.0
+        held_out_cameras = views.cameras[held_out]
+        for item, scene in enumerate(scenes):
+            splats = Splats(
+                positions=gaussians["positions"][item].reshape(1, -1, 3),
+                scales=gaussians["scales"][item].reshape(1, -1, 3),
+                rotations=gaussians["rotations"][item].reshape(1, -1, 4),
+                opacities=gaussians["opacities"][item].reshape(1, -1, 1),
+                sh=rgb_to_sh0(gaussians["colors"][item].reshape(1, -1, 1, 3)))
+            background = (toyworld.BACKGROUNDS[scene.background],) * 3
+            image = render(splats, held_out_cameras, RenderConfig(background=background)).color
+            render_loss = render_loss + F.l1_loss(image, views.rgb[item, held_out])
+        render_loss = render_loss / len(scenes)
+        loss = depth_loss + colour_loss + 0.5 * opacity_loss + RENDER_LOSS_WEIGHT * render_loss
+        return {"loss": loss, "depth": depth_loss, "colour": colour_loss, "opacity": opacity_loss,
+                "render": render_loss}
+
+    return step
+
+
+# ---- 5. backbone ------------------------------------------------------------------------------------------------
+
+FILLER_WORDS = ("please", "nice", "beautiful", "lovely", "shiny", "cool", "detailed", "simple")
+
+
+def backbone_step(bundle: ModelBundle, preset: Preset, dataset: dict):
+    dit, text_encoder, tokenizer = bundle.dit, bundle.text_encoder, bundle.tokenizer
+    tasks = preset.tasks
+    latent_size = preset.world.resolution // bundle.autoencoder.config.spatial_factor
+    plucker = preset.world.rig_cameras().resized(latent_size, latent_size).plucker_rays().permute(1, 0, 2, 3)
+
+    def given_mask(kind: str, batch: int, frames: int, generator: torch.Generator) -> torch.Tensor:
+        given = torch.zeros(batch, frames, dtype=torch.bool)
+        u = torch.rand(batch, generator=generator)
+        if kind == "video":
+            given[u < tasks.image_to_video, 0] = True
+            extension = (u >= tasks.image_to_video) & (u < tasks.image_to_video + tasks.extension)
+            given[extension, :max(1, frames // 2)] = True
+            low = tasks.image_to_video + tasks.extension
+            interpolation = (u >= low) & (u < low + tasks.interpolation)
+            given[interpolation, 0] = True
+            given[interpolation, -1] = True
+        elif kind == "3d":
+            given[u < tasks.image_to_3d, 0] = True
+        return given
+
+    def step(index: int, generator: torch.Generator) -> dict:
+        metrics, total = {}, 0.0
+        for kind in KINDS:
+            batch = preset.backbone_batch.get(kind, 0)
+            if batch == 0 or kind not in dataset:
+                continue
+            x0, captions = dataset[kind].sample(batch, generator)
+            captions = [augment_caption(c, tasks, generator) for c in captions]
+            text = text_encoder.encode(tokenizer, captions)
+            frames = x0.shape[2]
+            given = given_mask(kind, batch, frames, generator)
+            tokens_per_frame = (x0.shape[3] // 2) * (x0.shape[4] // 2)
+            sigma = sample_training_sigmas(batch, generator, shift=default_shift(tokens_per_frame, frames))
+            noise = torch.randn(x0.shape, generator=generator)
+            hold = given[:, None, :, None, None]
+            x = torch.where(hold, x0, add_noise(x0, noise, sigma.view(-1, 1, 1, 1, 1)))
+            rays = plucker.unsqueeze(0).expand(batch, -1, -1, -1, -1) if kind == "3d" else None
+            modality = torch.full((batch,), modality_index(kind), dtype=torch.long)
+            v = dit(x, sigma, text, modality, given, rays)
+            free = (~hold).float().expand_as(v)
+            loss = ((v - velocity_target(x0, noise)).square() * free).sum() / free.sum().clamp_min(1)
+            metrics[kind] = loss
+            total = total + loss
+        return {"loss": total, **metrics}
+
+    return step
+
+
+def augment_caption(caption: str, tasks: TaskMixture, generator: torch.Generator) -> str:
+    """Caption dropout (-> "") and, sometimes, an unknown word inserted at a random place."""
+    u = torch.rand(3, generator=generator)
+    if u[0] < tasks.caption_dropout:
+        return ""
+    if u[1] < tasks.unknown_word:
+        words = caption.split()
+        position = int(u[2] * (len(words) + 1))
+        filler = FILLER_WORDS[int(torch.randint(len(FILLER_WORDS), (1,), generator=generator))]
+        words.insert(position, filler)
+        return " ".join(words)
+    return caption
