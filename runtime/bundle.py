@@ -36,7 +36,8 @@ class GenerationDefaults:
     height: int = 64
     frames: int = 9            # video frames (1 + 4k)
     fps: float = 8.0
-    rig: str = "orbit4"        # camera rig of 3D views (camera.RIG_PRESETS)
+    rig: str = "orbit"         # camera rig of 3D views (camera.RIG_PRESETS)
+    views: int = 4
     camera_radius: float = 2.0
     fov_deg: float = 49.1
     steps: int = 24
@@ -97,13 +98,16 @@ class ModelBundle:
     def parameter_count(self) -> int:
         return sum(p.numel() for module in self.modules().values() for p in module.parameters())
 
+    @torch.no_grad()
     def encode_prompts(self, prompts: list[str]) -> TextConditioning:
         return self.text_encoder.encode(self.tokenizer, prompts)
 
-    def rig(self, width: int | None = None, height: int | None = None, preset: str | None = None) -> Cameras:
-        """The cameras of the 3D view rig at the given image size (default: the trained size)."""
+    def rig(self, width: int | None = None, height: int | None = None, preset: str | None = None,
+            views: int | None = None) -> Cameras:
+        """The cameras of a 3D view rig at the given image size (default: the trained rig and size)."""
         d = self.defaults
-        return camera_rig(preset or d.rig, width or d.width, height or d.height, d.camera_radius, d.fov_deg)
+        return camera_rig(preset or d.rig, views or d.views, width or d.width, height or d.height, d.camera_radius,
+                          d.fov_deg)
 
     def save(self, path: Union[str, os.PathLike], dtype: torch.dtype | None = torch.float16,
              overwrite: bool = False) -> Path:

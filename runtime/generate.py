@@ -58,9 +58,10 @@ class Latents:
 
 
 def empty_latents(bundle: ModelBundle, modality: str, width: int, height: int, batch_size: int = 1,
-                  frames: int = 1, rig: Optional[str] = None, fps: Optional[float] = None) -> Latents:
-    """Zeros for ``batch_size`` items: an image, a video of ``frames`` pixel frames (1 + 4k) or the views of
-    a camera rig. Width and height must be multiples of the autoencoder's factor times the patch size."""
+                  frames: int = 1, rig: Optional[str] = None, views: Optional[int] = None,
+                  fps: Optional[float] = None) -> Latents:
+    """Zeros for ``batch_size`` items: an image, a video of ``frames`` pixel frames (1 + 4k) or the ``views``
+    views of a camera rig. Width and height must be multiples of the autoencoder's factor times the patch size."""
     config = bundle.autoencoder.config
     multiple = config.spatial_factor * max(p[1] for p in bundle.dit.config.patch_sizes)
     if width % multiple or height % multiple or width <= 0 or height <= 0:
@@ -71,7 +72,7 @@ def empty_latents(bundle: ModelBundle, modality: str, width: int, height: int, b
     elif modality == "video":
         latent_frames = config.latent_frames(frames)
     elif modality == "3d":
-        cameras = bundle.rig(width, height, rig)
+        cameras = bundle.rig(width, height, rig, views)
         latent_frames = len(cameras)
     else:
         modality_index(modality)  # raises with the list of modalities
@@ -161,6 +162,16 @@ def decode_frames(bundle: ModelBundle, latents: Latents) -> torch.Tensor:
     else:
         frames = bundle.autoencoder.decode(samples).permute(0, 2, 3, 4, 1)
     return ((frames.float() + 1) / 2).clamp(0, 1).cpu()
+
+
+@torch.no_grad()
+def preview_image(bundle: ModelBundle, samples: torch.Tensor):
+    """A quick look at latents [B, C, F, h, w]: frame (or view) 0 of item 0, decoded, as a PIL image."""
+    from PIL import Image
+
+    pixels = bundle.autoencoder.decode(samples[:1, :, :1].to(bundle.device, bundle.dtype))[0, :, 0]
+    array = ((pixels.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(array)
 
 
 @torch.no_grad()

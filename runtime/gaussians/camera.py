@@ -171,20 +171,24 @@ def orbit_cameras(azimuths_deg, elevation_deg: float = 20.0, radius: float = 2.0
     return Cameras(world_to_camera, full(focal), full(focal), full(width / 2.0), full(height / 2.0), width, height)
 
 
-# The named camera rigs for 3D generation. View 0 is the reference (front) view that image -> 3D conditions on.
+# Named camera rigs for 3D generation: V views evenly spaced in azimuth on an orbit, view 0 the front view (the
+# reference view that image -> 3D conditions on). The demo model is trained on "orbit" with 4 views.
 RIG_PRESETS = {
-    "orbit4": dict(azimuths_deg=[0.0, 90.0, 180.0, 270.0], elevation_deg=20.0),
-    "orbit6": dict(azimuths_deg=[0.0, 60.0, 120.0, 180.0, 240.0, 300.0], elevation_deg=20.0),
-    "orbit8": dict(azimuths_deg=[0.0, 45.0, 90.0, 135.0, 180.0, 225.0, 270.0, 315.0], elevation_deg=20.0),
+    "orbit": dict(elevation_deg=20.0),
+    "orbit_level": dict(elevation_deg=0.0),
+    "orbit_high": dict(elevation_deg=40.0),
 }
 
 
-def camera_rig(preset: str = "orbit4", width: int = 64, height: int = 64, radius: float = 2.0,
+def camera_rig(preset: str = "orbit", views: int = 4, width: int = 64, height: int = 64, radius: float = 2.0,
                fov_deg: float = 49.1) -> Cameras:
-    """The cameras of a named rig (``RIG_PRESETS``)."""
+    """The ``views`` cameras of a named rig (``RIG_PRESETS``), azimuths 0, 360/V, 2 * 360/V, ..."""
     if preset not in RIG_PRESETS:
         raise ValueError(f"unknown camera rig {preset!r}; choose one of {sorted(RIG_PRESETS)}")
-    return orbit_cameras(**RIG_PRESETS[preset], radius=radius, fov_deg=fov_deg, width=width, height=height)
+    if views < 1:
+        raise ValueError(f"a rig needs at least one view, got {views}")
+    azimuths = [360.0 * k / views for k in range(views)]
+    return orbit_cameras(azimuths, RIG_PRESETS[preset]["elevation_deg"], radius, fov_deg, width, height)
 
 
 def turntable_cameras(num_frames: int, elevation_deg: float = 20.0, radius: float = 2.0, fov_deg: float = 49.1,

@@ -178,14 +178,15 @@ class ToyWorldConfig:
     resolution: int = 64   # images, video frames and views are resolution x resolution
     supersample: int = 2   # rays per pixel along each axis (antialiasing)
     frames: int = 9        # video length
-    rig: str = "orbit4"    # the 3D view rig (camera.RIG_PRESETS); its view 0 is the image and video camera
+    rig: str = "orbit"     # the 3D view rig (camera.RIG_PRESETS); its view 0 is the image and video camera
+    views: int = 4         # views of the rig
 
     def __post_init__(self):
         if self.resolution < 1 or self.supersample < 1 or self.frames < 1:
             raise ValueError(f"resolution, supersample and frames must be positive: {self}")
 
     def rig_cameras(self) -> Cameras:
-        return camera_rig(self.rig, self.resolution, self.resolution)
+        return camera_rig(self.rig, self.views, self.resolution, self.resolution)
 
     def front_camera(self) -> Cameras:
         """View 0 of the rig: the camera of images and videos."""

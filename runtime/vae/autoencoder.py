@@ -128,6 +128,11 @@ class CausalVideoAutoencoder(nn.Module):
         self.register_buffer("latent_shift", shift.view(1, z, 1, 1, 1), persistent=False)
         self.register_buffer("latent_scale", scale.view(1, z, 1, 1, 1), persistent=False)
 
+    def decoder_modules(self) -> dict:
+        """The modules that map latents to frames (trainable apart from the encoder)."""
+        return {"latent_to_first": self.latent_to_first, "latent_to_group": self.latent_to_group,
+                "frame_decoder": self.frame_decoder}
+
     def set_latent_statistics(self, shift: torch.Tensor, scale: torch.Tensor) -> None:
         """Record the per-channel mean and std of raw latents; :meth:`encode` then returns normalised latents."""
         self.config.latent_shift = [float(v) for v in shift]

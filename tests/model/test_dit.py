@@ -34,7 +34,7 @@ def test_one_model_runs_image_video_and_3d_views_through_one_code_path():
     text = make_text(1)
     image = model(torch.randn(1, 4, 1, 8, 8), torch.tensor([0.5]), text, modality_index("image"))
     video = model(torch.randn(1, 4, 3, 8, 8), torch.tensor([0.5]), text, modality_index("video"))
-    cameras = camera_rig("orbit4", width=8, height=8)
+    cameras = camera_rig("orbit", 4, width=8, height=8)
     plucker = cameras.plucker_rays().permute(1, 0, 2, 3)[None]  # [1, 6, views, h, w]
     views = model(torch.randn(1, 4, 4, 8, 8), torch.tensor([0.5]), text, modality_index("3d"),
                   given=torch.tensor([[True, False, False, False]]), plucker=plucker)

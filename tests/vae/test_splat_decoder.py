@@ -16,7 +16,7 @@ def decoder():
 
 def test_gaussians_lie_on_their_pixel_rays_within_the_depth_range():
     model = decoder()
-    cameras = camera_rig("orbit4", 16, 16)
+    cameras = camera_rig("orbit", 4, 16, 16)
     with torch.no_grad():
         raw = model(torch.randn(2, 4, 4, 4, 4))
         gaussians = model.gaussians(raw, cameras)
@@ -37,7 +37,7 @@ def test_rotations_are_predicted_in_the_camera_frame():
     with torch.no_grad():
         for parameter in model.decoder.conv_out.parameters():
             parameter.zero_()
-        cameras = camera_rig("orbit4", 16, 16)
+        cameras = camera_rig("orbit", 4, 16, 16)
         gaussians = model.gaussians(model(torch.randn(1, 4, 4, 4, 4)), cameras)
     for view in range(4):
         rotation = quaternion_to_matrix(gaussians["rotations"][0, view, 3, 5])
@@ -48,8 +48,8 @@ def test_rotations_are_predicted_in_the_camera_frame():
 def test_transparent_gaussians_are_dropped_and_items_padded():
     model = decoder()
     with torch.no_grad():
-        splats = model.decode(torch.randn(2, 4, 4, 4, 4), camera_rig("orbit4", 16, 16), min_opacity=0.5)
-        everything = model.decode(torch.randn(2, 4, 4, 4, 4), camera_rig("orbit4", 16, 16))
+        splats = model.decode(torch.randn(2, 4, 4, 4, 4), camera_rig("orbit", 4, 16, 16), min_opacity=0.5)
+        everything = model.decode(torch.randn(2, 4, 4, 4, 4), camera_rig("orbit", 4, 16, 16))
     assert everything.counts.tolist() == [1024, 1024]
     counts = splats.counts.tolist()
     assert 0 < min(counts) < 1024 and splats.num_gaussians == max(counts)
