@@ -1,3 +1,33 @@
-"""ComfyUI node classes, one module per pipeline stage (filled in by the nodes issue)."""
-NODE_CLASS_MAPPINGS: dict = {}
-NODE_DISPLAY_NAME_MAPPINGS: dict = {}
+"""ComfyUI node classes, one module per pipeline stage. Each node maps its widgets to one runtime call.
+
+Class names never change once released, nor the order of their widgets (workflows store widget values by
+position); tests/test_node_definitions.py guards both against a committed snapshot.
+"""
+from .decode import UniDiTDecode, UniDiTDecodeSplat
+from .latents import UniDiTEmpty3DLatent, UniDiTEmptyImageLatent, UniDiTEmptyVideoLatent, UniDiTImageCondition
+from .loader import UniDiTLoader, UniDiTUnloadModels
+from .sampling import UniDiTGuidance, UniDiTSampler
+from .save import UniDiTSaveImage, UniDiTSaveMesh, UniDiTSaveSplat, UniDiTSaveVideo
+from .splats import UniDiTRenderSplat, UniDiTSplatToMesh
+from .text import UniDiTTextEncode
+
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "UniDiTLoader": "UniDiT Loader",
+    "UniDiTTextEncode": "UniDiT Text Encode",
+    "UniDiTEmptyImageLatent": "UniDiT Empty Image Latent",
+    "UniDiTEmptyVideoLatent": "UniDiT Empty Video Latent",
+    "UniDiTEmpty3DLatent": "UniDiT Empty 3D Latent",
+    "UniDiTImageCondition": "UniDiT Image Condition",
+    "UniDiTGuidance": "UniDiT Guidance",
+    "UniDiTSampler": "UniDiT Sampler",
+    "UniDiTDecode": "UniDiT Decode",
+    "UniDiTDecodeSplat": "UniDiT Decode Splat",
+    "UniDiTRenderSplat": "UniDiT Render Splat",
+    "UniDiTSplatToMesh": "UniDiT Splat to Mesh",
+    "UniDiTSaveImage": "UniDiT Save Image",
+    "UniDiTSaveVideo": "UniDiT Save Video",
+    "UniDiTSaveSplat": "UniDiT Save Splat",
+    "UniDiTSaveMesh": "UniDiT Save Mesh",
+    "UniDiTUnloadModels": "UniDiT Unload Models",
+}
+NODE_CLASS_MAPPINGS = {name: globals()[name] for name in NODE_DISPLAY_NAME_MAPPINGS}

@@ -11,5 +11,16 @@ venv=${UNIDIT_VENV:-.venv}
 
 (cd tests/js && npm ci --no-audit --no-fund --loglevel=error)
 
+# The viewer test (tests/web) drives Debian's Chromium, headless.
+if [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" -eq 0 ]; then
+    apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium
+  else
+    echo "tests/web needs Chromium at /usr/bin/chromium; install it (Debian: sudo apt-get install -y" \
+         "--no-install-recommends chromium) and run this script again" >&2
+    exit 1
+  fi
+fi
+
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 exec "$venv/bin/pytest" "$@"

@@ -51,6 +51,47 @@ def _run_demo(args) -> int:
     return 0
 
 
+def _add_run(subparsers) -> None:
+    run = subparsers.add_parser("run", help="execute a workflow file without a server",
+                                description="Run a workflow (the editor's UI format or the API format) with no "
+                                            "server, and list the files it wrote.")
+    run.add_argument("workflow", type=Path, help="workflow .json file")
+    run.add_argument("--out", type=Path, default=Path("output"), help="output folder (default: %(default)s)")
+    run.add_argument("--input", type=Path, default=Path("input"),
+                     help="folder of input images (default: %(default)s; the examples' inputs are copied in)")
+    run.add_argument("--models", type=Path, action="append", default=[],
+                     help="another folder of model bundles (the pack's models/ is always searched)")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="NODE.INPUT=VALUE",
+                     help="change an input before running, e.g. --set 7.seed=42 --set 'UniDiTTextEncode.text=a "
+                          "blue ball' (NODE: node id, title, or a class that occurs once)")
+    run.set_defaults(handler=_run_run)
+
+
+def _run_run(args) -> int:
+    from .run import run_workflow
+    from .workflow import WorkflowError
+
+    try:
+        result = run_workflow(args.workflow, args.out, args.overrides, args.input, args.models)
+    except WorkflowError as problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    for node_id, ui in result.outputs.items():
+        for key in ("images", "unidit_3d"):
+            for entry in ui.get(key, []):
+                folder = args.out if entry.get("type", "output") == "output" else Path("temp")
+                print(folder / entry.get("subfolder", "") / entry["filename"])
+    if result.status == "error":
+        error = result.error
+        print(f"error in node {error['node_id']} ({error['node_type']}): {error['exception_type']}: "
+              f"{error['exception_message']}", file=sys.stderr)
+        return 1
+    if result.status == "interrupted":
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
 def _add_train(subparsers) -> None:
     from ..train.recipe import PRESETS
 
@@ -122,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "videos and 3D assets.")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_demo(subparsers)
+    _add_run(subparsers)
     _add_train(subparsers)
     _add_eval(subparsers)
     _add_bench(subparsers)

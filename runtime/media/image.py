@@ -28,3 +28,19 @@ def encode_png(image: torch.Tensor, text: Optional[Mapping[str, str]] = None, co
     buffer = io.BytesIO()
     Image.fromarray(to_uint8(image)).save(buffer, format="PNG", pnginfo=info, compress_level=compress_level)
     return buffer.getvalue()
+
+
+def save_png_images(images: torch.Tensor, directory, filename_prefix: str, text: Optional[Mapping[str, str]] = None):
+    """Write images [N, H, W, 3] as numbered PNG files (``files.save_output``); returns [(path, subfolder)]."""
+    from ..files import save_output
+
+    return [save_output(directory, filename_prefix, "png", encode_png(image, text)) for image in images]
+
+
+def prompt_text(prompt=None, extra_pnginfo=None) -> dict:
+    """The PNG text chunks ComfyUI writes: the API prompt and every extra entry (the workflow), as JSON."""
+    import json
+
+    text = {"prompt": json.dumps(prompt)} if prompt is not None else {}
+    text.update({key: json.dumps(value) for key, value in (extra_pnginfo or {}).items()})
+    return text

@@ -1,0 +1,107 @@
+"""Empty latents for each modality, and image conditioning (image -> video, image -> 3D)."""
+from __future__ import annotations
+
+from ..runtime.gaussians.camera import RIG_PRESETS
+from ..runtime.generate import condition_on_image, empty_latents
+from ..runtime.store import STORE
+from .types import CATEGORY, MODEL, latent_from_comfy, latent_to_comfy
+
+SIZE_STEP = 16  # autoencoder factor (8) x patch (2)
+
+
+def _size(default: int, what: str):
+    return ("INT", {"default": default, "min": SIZE_STEP, "max": 2048, "step": SIZE_STEP,
+                    "tooltip": f"{what} in pixels, a multiple of {SIZE_STEP}. The demo model was trained at 64."})
+
+
+def _batch():
+    return ("INT", {"default": 1, "min": 1, "max": 64, "tooltip": "How many items to generate at once (item i "
+                                                                  "uses seed + i)."})
+
+
+class UniDiTEmptyImageLatent:
+    DESCRIPTION = "An empty latent for text -> image: one frame."
+    CATEGORY = f"{CATEGORY}/latent"
+    RETURN_TYPES = ("LATENT",)
+    RETURN_NAMES = ("latent",)
+    FUNCTION = "create"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": (MODEL,), "width": _size(64, "Width"), "height": _size(64, "Height"),
+                             "batch_size": _batch()}}
+
+    def create(self, model, width, height, batch_size):
+        return (latent_to_comfy(empty_latents(STORE.bundle(model), "image", width, height, batch_size)),)
+
+
+class UniDiTEmptyVideoLatent:
+    DESCRIPTION = ("An empty latent for text -> video (or image -> video with UniDiT Image Condition). The causal "
+                   "autoencoder turns 1 + 4k frames into 1 + k latent frames.")
+    CATEGORY = f"{CATEGORY}/latent"
+    RETURN_TYPES = ("LATENT",)
+    RETURN_NAMES = ("latent",)
+    FUNCTION = "create"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": (MODEL,), "width": _size(64, "Width"), "height": _size(64, "Height"),
+            "frames": ("INT", {"default": 9, "min": 1, "max": 257, "step": 4,
+                               "tooltip": "Frames of the video: 1, 5, 9, 13, ... The demo model was trained on 9."}),
+            "fps": ("FLOAT", {"default": 8.0, "min": 1.0, "max": 120.0, "step": 1.0,
+                              "tooltip": "Frame rate, kept with the latent for saving."}),
+            "batch_size": _batch(),
+        }}
+
+    def create(self, model, width, height, frames, fps, batch_size):
+        latents = empty_latents(STORE.bundle(model), "video", width, height, batch_size, frames=frames, fps=fps)
+        return (latent_to_comfy(latents),)
+
+
+class UniDiTEmpty3DLatent:
+    DESCRIPTION = ("An empty latent for text -> 3D: the views of a camera rig around the object, generated "
+                   "together. Decode them with UniDiT Decode Splat into a Gaussian splat.")
+    CATEGORY = f"{CATEGORY}/latent"
+    RETURN_TYPES = ("LATENT",)
+    RETURN_NAMES = ("latent",)
+    FUNCTION = "create"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": (MODEL,), "width": _size(64, "View width"), "height": _size(64, "View height"),
+            "views": ("INT", {"default": 4, "min": 1, "max": 16,
+                              "tooltip": "Views around the object, evenly spaced; view 0 faces the front. The demo "
+                                         "model was trained on 4."}),
+            "rig": (list(RIG_PRESETS), {"default": "orbit",
+                                        "tooltip": "Camera elevation: orbit (20°, the demo model's), orbit_level "
+                                                   "(0°) or orbit_high (40°)."}),
+            "batch_size": _batch(),
+        }}
+
+    def create(self, model, width, height, views, rig, batch_size):
+        latents = empty_latents(STORE.bundle(model), "3d", width, height, batch_size, rig=rig, views=views)
+        return (latent_to_comfy(latents),)
+
+
+class UniDiTImageCondition:
+    DESCRIPTION = ("Makes an image the first frame of a video latent (image -> video) or the front view of a 3D "
+                   "latent (image -> 3D). The sampler keeps it fixed and generates the rest.")
+    CATEGORY = f"{CATEGORY}/conditioning"
+    RETURN_TYPES = ("LATENT",)
+    RETURN_NAMES = ("latent",)
+    FUNCTION = "condition"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": (MODEL,),
+            "latent": ("LATENT", {"tooltip": "A UniDiT video or 3D latent."}),
+            "image": ("IMAGE", {"tooltip": "One image for the whole batch, or one per item; resized to the "
+                                           "latent's size."}),
+        }}
+
+    def condition(self, model, latent, image):
+        conditioned = condition_on_image(STORE.bundle(model), latent_from_comfy(latent), image)
+        return (latent_to_comfy(conditioned),)

@@ -1,0 +1,84 @@
+"""Guidance settings and the sampler."""
+from __future__ import annotations
+
+from ..runtime import comfy_bridge
+from ..runtime.generate import generate, preview_image
+from ..runtime.sampling.guidance import GuidanceConfig
+from ..runtime.sampling.sampler import SamplerConfig
+from ..runtime.sampling.solvers import SOLVER_DESCRIPTIONS, SOLVERS
+from ..runtime.store import STORE
+from .types import CATEGORY, GUIDANCE, MODEL, TEXT, Guidance, latent_from_comfy, latent_to_comfy
+
+
+class UniDiTGuidance:
+    DESCRIPTION = ("Classifier-free guidance: how strongly the sampler follows the prompt, away from the negative "
+                   "prompt. Optionally only within a range of noise levels, and rescaled against over-saturation.")
+    CATEGORY = f"{CATEGORY}/sampling"
+    RETURN_TYPES = (GUIDANCE,)
+    RETURN_NAMES = ("guidance",)
+    FUNCTION = "create"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "scale": ("FLOAT", {"default": 4.0, "min": 0.0, "max": 30.0, "step": 0.1,
+                                "tooltip": "1 = no guidance (one model call per step); higher follows the prompt "
+                                           "more closely."}),
+            "start": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                                "tooltip": "Guide only at noise levels at or below this (1 = from the first step)."}),
+            "end": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                              "tooltip": "Guide only at noise levels at or above this (0 = to the last step)."}),
+            "rescale": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.05,
+                                  "tooltip": "Pull the guided prediction's spread back towards the conditional one "
+                                             "(reduces over-saturation at high scales)."}),
+        }, "optional": {
+            "negative": (TEXT, {"tooltip": "What to steer away from (default: the empty prompt)."}),
+        }}
+
+    def create(self, scale, start, end, rescale, negative=None):
+        return (Guidance(GuidanceConfig(scale, start, end, rescale), negative),)
+
+
+class UniDiTSampler:
+    DESCRIPTION = ("Generates latents from noise by integrating the flow ODE. Works for every modality: images, "
+                   "videos and 3D view sets, with given frames from UniDiT Image Condition held fixed.")
+    CATEGORY = f"{CATEGORY}/sampling"
+    RETURN_TYPES = ("LATENT",)
+    RETURN_NAMES = ("latent",)
+    FUNCTION = "sample"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        solvers = "; ".join(f"{name}: {text}" for name, text in SOLVER_DESCRIPTIONS.items())
+        return {"required": {
+            "model": (MODEL,),
+            "positive": (TEXT, {"tooltip": "The prompt, from UniDiT Text Encode."}),
+            "latent": ("LATENT", {"tooltip": "From a UniDiT Empty Latent or Image Condition node."}),
+            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
+                             "tooltip": "Item i of the batch uses seed + i; the same seed gives the same result."}),
+            "steps": ("INT", {"default": 24, "min": 1, "max": 500, "tooltip": "Solver steps."}),
+            "solver": (list(SOLVERS), {"default": "heun", "tooltip": solvers}),
+            "shift": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 20.0, "step": 0.1,
+                                "tooltip": "Time shift (> 1 spends more steps at high noise). 0 = automatic, "
+                                           "growing with the number of tokens."}),
+            "denoise": ("FLOAT", {"default": 1.0, "min": 0.01, "max": 1.0, "step": 0.01,
+                                  "tooltip": "1 starts from pure noise; lower values start from the input latent "
+                                             "(image-to-image)."}),
+        }, "optional": {
+            "guidance": (GUIDANCE, {"tooltip": "From UniDiT Guidance (default: the bundle's scale, empty negative)."}),
+        }}
+
+    def sample(self, model, positive, latent, seed, steps, solver, shift, denoise, guidance=None):
+        bundle = STORE.bundle(model)
+        latents = latent_from_comfy(latent)
+        guidance = guidance or Guidance(GuidanceConfig(scale=bundle.defaults.guidance))
+        negative = guidance.negative if guidance.negative is not None else bundle.encode_prompts([""])
+        progress = comfy_bridge.Progress(steps)
+
+        def on_step(step, total, x, denoised):
+            progress.update(step + 1, preview_image(bundle, denoised))
+
+        result = generate(bundle, latents, positive, negative, guidance.config,
+                          SamplerConfig(solver, steps, shift or None, denoise), seed, callback=on_step,
+                          cancel=comfy_bridge.should_stop)
+        return (latent_to_comfy(result),)

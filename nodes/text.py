@@ -1,0 +1,36 @@
+"""Prompt encoding."""
+from __future__ import annotations
+
+import logging
+
+from ..runtime.store import STORE
+from ..runtime.text.tokenizer import unknown_words
+from .types import CATEGORY, MODEL, TEXT
+
+log = logging.getLogger("unidit")
+
+
+class UniDiTTextEncode:
+    DESCRIPTION = ("Encodes a prompt with the bundle's text encoder. The demo model knows the words of its toy "
+                   "world (shapes, colours, sizes, backgrounds, motions); other words are ignored.")
+    CATEGORY = f"{CATEGORY}/conditioning"
+    RETURN_TYPES = (TEXT,)
+    RETURN_NAMES = ("text",)
+    OUTPUT_TOOLTIPS = ("The encoded prompt: positive input of UniDiT Sampler, or negative of UniDiT Guidance.",)
+    FUNCTION = "encode"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": (MODEL, {"tooltip": "From UniDiT Loader."}),
+            "text": ("STRING", {"multiline": True, "default": "a red cube",
+                                "tooltip": "What to generate, e.g. 'a small green torus on white' or 'a bouncing "
+                                           "blue ball'."}),
+        }}
+
+    def encode(self, model, text):
+        bundle = STORE.bundle(model)
+        unknown = unknown_words(bundle.tokenizer, text)
+        if unknown:
+            log.warning("UniDiT: the model does not know the words %s; they are ignored", ", ".join(unknown))
+        return (bundle.encode_prompts([text]),)

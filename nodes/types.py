@@ -1,0 +1,128 @@
+"""The values that flow between nodes, and their conversions to the runtime's dataclasses.
+
+| socket         | value                                                                                       |
+|----------------|---------------------------------------------------------------------------------------------|
+| UNIDIT_MODEL   | ``runtime.store.ModelHandle`` (a key into the resident store, never the tensors)            |
+| UNIDIT_TEXT    | ``runtime.text.conditioning.TextConditioning``                                              |
+| UNIDIT_GUIDANCE| :class:`Guidance`                                                                           |
+| LATENT         | ComfyUI's dict: ``samples`` [B, C, F, h, w] plus ``unidit``: modality, given, clean, cameras, fps |
+| IMAGE          | ComfyUI's float [N, H, W, 3]; video frames and 3D views are flattened into N                |
+| SPLAT          | core's SPLAT where the core has it, else ``runtime.gaussians.splats.Splats`` (same fields)  |
+| MESH           | core's MESH where the core has it, else :class:`MeshBatch` (same fields: vertices [B, N, 3], |
+|                | faces [B, M, 3], vertex_colors [B, N, 3], vertex_counts / face_counts when items differ)    |
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+
+from ..runtime import comfy_bridge
+from ..runtime.gaussians.mesh import Mesh, vertex_normals
+from ..runtime.gaussians.splats import Splats
+from ..runtime.generate import Latents
+from ..runtime.sampling.guidance import GuidanceConfig
+from ..runtime.text.conditioning import TextConditioning
+
+MODEL = "UNIDIT_MODEL"
+TEXT = "UNIDIT_TEXT"
+GUIDANCE = "UNIDIT_GUIDANCE"
+SPLAT = "SPLAT"
+MESH = "MESH"
+CATEGORY = "UniDiT"
+
+
+@dataclass
+class Guidance:
+    """Classifier-free guidance settings and the negative prompt (None: the empty prompt)."""
+
+    config: GuidanceConfig
+    negative: Optional[TextConditioning] = None
+
+
+def latent_to_comfy(latents: Latents) -> dict:
+    return {"samples": latents.samples, "unidit": {"modality": latents.modality, "given": latents.given,
+                                                   "clean": latents.clean, "cameras": latents.cameras,
+                                                   "fps": latents.fps}}
+
+
+def latent_from_comfy(value: dict) -> Latents:
+    info = value.get("unidit")
+    if info is None:
+        raise ValueError("this LATENT was not made by a UniDiT node (it has no 'unidit' entry): start from UniDiT "
+                         "Empty Image/Video/3D Latent")
+    samples = value["samples"]
+    if samples.ndim != 5:
+        raise ValueError(f"UniDiT latents are [B, C, F, h, w]; this one is {tuple(samples.shape)}")
+    return Latents(samples, info["modality"], info["given"], info.get("clean"), info.get("cameras"), info.get("fps"))
+
+
+def flatten_frames(frames: torch.Tensor) -> torch.Tensor:
+    """[B, T, H, W, 3] -> ComfyUI IMAGE [B * T, H, W, 3]."""
+    return frames.reshape(-1, *frames.shape[2:]).contiguous()
+
+
+def splat_to_comfy(splats: Splats):
+    core = comfy_bridge.core_type("SPLAT")
+    if core is None:
+        return splats
+    return core(splats.positions, splats.scales, splats.rotations, splats.opacities, splats.sh, splats.counts)
+
+
+def splat_from_comfy(value) -> Splats:
+    """Our Splats from core's SPLAT or ours (the fields are the same)."""
+    return Splats(value.positions, value.scales, value.rotations, value.opacities, value.sh,
+                  getattr(value, "counts", None))
+
+
+@dataclass
+class MeshBatch:
+    """Core MESH's layout for ComfyUI versions without a core class that carries vertex colours."""
+
+    vertices: torch.Tensor
+    faces: torch.Tensor
+    vertex_colors: Optional[torch.Tensor] = None
+    vertex_counts: Optional[torch.Tensor] = None
+    face_counts: Optional[torch.Tensor] = None
+
+
+def meshes_to_comfy(meshes: list[Mesh]):
+    """Meshes (splat frame, sRGB vertex colours) -> one batched MESH value; items of different sizes are padded
+    (degenerate faces on vertex 0) with their real sizes in ``vertex_counts`` / ``face_counts``."""
+    vertex_counts = torch.tensor([len(m.vertices) for m in meshes])
+    face_counts = torch.tensor([len(m.faces) for m in meshes])
+    vertices = torch.zeros(len(meshes), int(vertex_counts.max()), 3)
+    faces = torch.zeros(len(meshes), int(face_counts.max()), 3, dtype=torch.int64)
+    colors = torch.zeros(len(meshes), int(vertex_counts.max()), 3)
+    for i, mesh in enumerate(meshes):
+        vertices[i, :len(mesh.vertices)] = torch.as_tensor(mesh.vertices)
+        faces[i, :len(mesh.faces)] = torch.as_tensor(mesh.faces)
+        colors[i, :len(mesh.vertices)] = torch.as_tensor(mesh.vertex_colors)
+    same_size = bool((vertex_counts == vertex_counts[0]).all() and (face_counts == face_counts[0]).all())
+    counts = {} if same_size else {"vertex_counts": vertex_counts, "face_counts": face_counts}
+    core = comfy_bridge.core_type("MESH")
+    if core is not None:
+        try:
+            return core(vertices, faces, vertex_colors=colors, **counts)
+        except TypeError:  # ComfyUI 0.3.x: MESH(vertices, faces) only
+            if same_size:
+                return core(vertices, faces)
+    return MeshBatch(vertices, faces, colors, counts.get("vertex_counts"), counts.get("face_counts"))
+
+
+def meshes_from_comfy(value) -> list[Mesh]:
+    """Meshes from a MESH value (core's or ours); missing vertex colours become light grey."""
+    meshes = []
+    vertex_counts = getattr(value, "vertex_counts", None)
+    face_counts = getattr(value, "face_counts", None)
+    colors = getattr(value, "vertex_colors", None)
+    for i in range(value.vertices.shape[0]):
+        n = int(vertex_counts[i]) if vertex_counts is not None else value.vertices.shape[1]
+        m = int(face_counts[i]) if face_counts is not None else value.faces.shape[1]
+        vertices = value.vertices[i, :n].float().cpu().numpy()
+        faces = value.faces[i, :m].long().cpu().numpy()
+        rgb = colors[i, :n, :3].float().cpu().numpy() if colors is not None else np.full_like(vertices, 0.8)
+        meshes.append(Mesh(vertices, faces, vertex_normals(vertices, faces), rgb))
+    return meshes

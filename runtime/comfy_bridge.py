@@ -1,0 +1,240 @@
+"""The only module that touches ComfyUI. Each service has a standalone fallback.
+
+Inside ComfyUI (its modules importable): progress goes to ``comfy.utils.ProgressBar``, interrupts come from
+``comfy.model_management``, models are registered with ComfyUI's memory manager (so eviction and ``/free`` work),
+model folders and the output folder come from ``folder_paths``, the attention backend "comfy" is ComfyUI's own
+``optimized_attention``, and splats and meshes use core's SPLAT and MESH classes where the core has them.
+
+Standalone, a host installs :class:`HostServices` (progress, interrupt, folders) with :func:`use_host`; without
+one, progress is silent, nothing interrupts, and the folders are the working directory's ``output/`` and
+``input/``. Everything here is imported lazily: importing this module never imports ComfyUI.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+log = logging.getLogger(__name__)
+
+
+class Interrupted(Exception):
+    """A standalone host asked the running work to stop."""
+
+
+def _comfy(module: str):
+    """Import a ComfyUI module, or None outside ComfyUI."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        return None
+
+
+def in_comfyui() -> bool:
+    return _comfy("comfy.model_management") is not None and _comfy("folder_paths") is not None
+
+
+# ---- standalone host services ---------------------------------------------------------------------------------
+
+ProgressFn = Callable[[str, int, int, Optional[Any]], None]
+
+
+@dataclass
+class HostServices:
+    """What a standalone host provides to the nodes while it executes them."""
+
+    output_directory: Path = field(default_factory=lambda: Path("output"))
+    input_directory: Path = field(default_factory=lambda: Path("input"))
+    temp_directory: Path = field(default_factory=lambda: Path("temp"))
+    models_directories: list = field(default_factory=list)
+    progress: Optional[ProgressFn] = None              # (node_id, value, total, preview PIL image or None)
+    interrupt_requested: Callable[[], bool] = lambda: False
+
+
+_host: ContextVar[HostServices] = ContextVar("unidit_host", default=HostServices())
+current_node: ContextVar[str] = ContextVar("unidit_current_node", default="")
+
+
+def use_host(services: HostServices):
+    """Install ``services`` for the current context; returns a token for :func:`release_host`."""
+    return _host.set(services)
+
+
+def release_host(token) -> None:
+    _host.reset(token)
+
+
+def host() -> HostServices:
+    return _host.get()
+
+
+# ---- progress and interrupt -------------------------------------------------------------------------------------
+
+class Progress:
+    """Progress of the running node: ``update(value, preview=None)`` with value in 0..total."""
+
+    def __init__(self, total: int):
+        self.total = total
+        utils = _comfy("comfy.utils")
+        self._bar = utils.ProgressBar(total) if utils is not None and in_comfyui() else None
+
+    def update(self, value: int, preview=None) -> None:
+        if self._bar is not None:
+            self._bar.update_absolute(value, self.total, ("JPEG", preview, 512) if preview is not None else None)
+            return
+        services = host()
+        if services.progress is not None:
+            services.progress(current_node.get(), value, self.total, preview)
+
+
+def check_interrupt() -> None:
+    """Raise if the user asked to stop: ComfyUI's own exception inside ComfyUI, :class:`Interrupted` otherwise.
+
+    Long loops call this themselves (ComfyUI's progress hook throttles its own checks)."""
+    management = _comfy("comfy.model_management")
+    if management is not None:
+        management.throw_exception_if_processing_interrupted()
+    elif host().interrupt_requested():
+        raise Interrupted("interrupted")
+
+
+def interruption_types() -> tuple:
+    """Exception types that mean "the user stopped it" (never to be reported as an error)."""
+    management = _comfy("comfy.model_management")
+    extra = (management.InterruptProcessingException,) if management is not None else ()
+    return (Interrupted,) + extra
+
+
+def should_stop() -> bool:
+    """For the sampler's cancel check: inside ComfyUI, raises ComfyUI's interrupt exception when asked to stop
+    (so ComfyUI reports an interruption, not an error); standalone, returns the host's flag."""
+    management = _comfy("comfy.model_management")
+    if management is not None:
+        management.throw_exception_if_processing_interrupted()
+        return False
+    return host().interrupt_requested()
+
+
+# ---- folders ----------------------------------------------------------------------------------------------------
+
+MODEL_FOLDER = "unidit"
+
+
+def output_directory() -> Path:
+    folder_paths = _comfy("folder_paths")
+    return Path(folder_paths.get_output_directory()) if folder_paths else Path(host().output_directory)
+
+
+def input_directory() -> Path:
+    folder_paths = _comfy("folder_paths")
+    return Path(folder_paths.get_input_directory()) if folder_paths else Path(host().input_directory)
+
+
+def temp_directory() -> Path:
+    folder_paths = _comfy("folder_paths")
+    return Path(folder_paths.get_temp_directory()) if folder_paths else Path(host().temp_directory)
+
+
+def model_directories(pack_models: Path) -> list[Path]:
+    """Folders searched for bundles: ComfyUI's ``models/unidit`` (registered on first use) inside ComfyUI, the
+    host's folders standalone, and always the pack's own ``models/``."""
+    folder_paths = _comfy("folder_paths")
+    if folder_paths is not None:
+        if MODEL_FOLDER not in folder_paths.folder_names_and_paths:
+            default = os.path.join(folder_paths.models_dir, MODEL_FOLDER)
+            folder_paths.folder_names_and_paths[MODEL_FOLDER] = ([default], {".safetensors"})
+        folders = [Path(p) for p in folder_paths.get_folder_paths(MODEL_FOLDER)]
+    else:
+        folders = [Path(p) for p in host().models_directories]
+    return folders + [pack_models]
+
+
+# ---- devices and memory -----------------------------------------------------------------------------------------
+
+def default_device():
+    """ComfyUI's compute device inside ComfyUI; else CUDA when available, else the CPU."""
+    import torch
+
+    management = _comfy("comfy.model_management")
+    if management is not None:
+        return management.get_torch_device()
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class ManagedModules:
+    """Modules of a loaded bundle registered with ComfyUI's memory manager (one ModelPatcher each), so that
+    ComfyUI can evict them and ``/free`` unloads them. Standalone, this does nothing."""
+
+    def __init__(self, modules: dict, device):
+        management = _comfy("comfy.model_management")
+        patcher = _comfy("comfy.model_patcher")
+        self._patchers = []
+        if management is None or patcher is None:
+            return
+        offload = management.unet_offload_device()
+        for module in modules.values():
+            self._patchers.append(patcher.ModelPatcher(module, load_device=device, offload_device=offload,
+                                                      size=management.module_size(module)))
+
+    def ready(self) -> None:
+        """Make sure the modules sit on their device (ComfyUI may have evicted them since the last run)."""
+        if self._patchers:
+            _comfy("comfy.model_management").load_models_gpu(self._patchers, force_full_load=True)
+
+    def release(self) -> None:
+        """Forget the registration (on explicit unload)."""
+        management = _comfy("comfy.model_management")
+        if management is None or not self._patchers:
+            return
+        for loaded in list(management.current_loaded_models):
+            if loaded.model in self._patchers:
+                loaded.model_unload()
+                management.current_loaded_models.remove(loaded)
+        self._patchers = []
+
+
+# ---- attention ---------------------------------------------------------------------------------------------------
+
+def register_comfy_attention() -> bool:
+    """Register ComfyUI's ``optimized_attention`` as the attention backend "comfy" (inside ComfyUI only), so
+    ComfyUI's command-line attention options apply to UniDiT too."""
+    attention_module = _comfy("comfy.ldm.modules.attention")
+    if attention_module is None:
+        return False
+    from .model.attention import AttentionBackend, register_backend
+
+    def run(q, k, v, mask):
+        out = attention_module.optimized_attention(q, k, v, q.shape[1], mask=mask, skip_reshape=True,
+                                                   skip_output_reshape=True)
+        return out
+
+    register_backend(AttentionBackend("comfy", run, lambda: True, lambda q, k, v, mask: None,
+                                      "ComfyUI's optimized attention (follows ComfyUI's attention options)"))
+    return True
+
+
+# ---- core types --------------------------------------------------------------------------------------------------
+
+def core_type(name: str):
+    """Core's class for a socket type (e.g. "SPLAT", "MESH") in this ComfyUI, or None."""
+    latest = _comfy("comfy_api.latest")
+    found = getattr(getattr(latest, "Types", None), name, None) if latest is not None else None
+    if found is None and name == "MESH":
+        hunyuan = _comfy("comfy_extras.nodes_hunyuan3d")
+        found = getattr(hunyuan, "MESH", None) if hunyuan is not None else None
+    return found
+
+
+def video_from_frames(frames, fps: float):
+    """Core's VIDEO value for frames [T, H, W, 3] where the core has one, else None."""
+    latest = _comfy("comfy_api.latest")
+    if latest is None or not hasattr(latest, "InputImpl"):
+        return None
+    from fractions import Fraction
+
+    components = latest.Types.VideoComponents(images=frames, frame_rate=Fraction(fps).limit_denominator(1001))
+    return latest.InputImpl.VideoFromComponents(components)

@@ -1,0 +1,105 @@
+"""The few ComfyUI core nodes that shared workflows commonly use, under core's names and signatures, for the
+standalone host only (inside ComfyUI the real ones exist and these are never registered)."""
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from .. import comfy_bridge
+from ..media.image import prompt_text, save_png_images
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+
+
+def _input_images() -> list:
+    folder = comfy_bridge.input_directory()
+    if not folder.is_dir():
+        return []
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
+                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+
+
+def _input_path(name: str):
+    """The input file ``name``, kept inside the input folder."""
+    folder = comfy_bridge.input_directory().resolve()
+    path = (folder / name).resolve()
+    if folder not in path.parents or not path.is_file():
+        return None
+    return path
+
+
+class LoadImage:
+    CATEGORY = "image"
+    DESCRIPTION = "Loads an image from the input folder (alpha becomes the mask, 1 = transparent)."
+    RETURN_TYPES = ("IMAGE", "MASK")
+    FUNCTION = "load_image"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"image": (_input_images(), {"image_upload": True})}}
+
+    @classmethod
+    def IS_CHANGED(cls, image):
+        path = _input_path(image)
+        return hashlib.sha256(path.read_bytes()).hexdigest() if path else ""
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, image):
+        return True if _input_path(image) else f"Invalid image file: {image}"
+
+    def load_image(self, image):
+        with Image.open(_input_path(image)) as opened:
+            picture = ImageOps.exif_transpose(opened)
+            rgba = picture.convert("RGBA")
+        array = np.asarray(rgba).astype(np.float32) / 255.0
+        pixels = torch.from_numpy(array[..., :3].copy())[None]
+        mask = 1.0 - torch.from_numpy(array[..., 3].copy())[None]
+        return (pixels, mask)
+
+
+class SaveImage:
+    CATEGORY = "image"
+    DESCRIPTION = "Saves the input images to your output directory."
+    RETURN_TYPES = ()
+    OUTPUT_NODE = True
+    FUNCTION = "save_images"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"images": ("IMAGE", {"tooltip": "The images to save."}),
+                             "filename_prefix": ("STRING", {"default": "ComfyUI",
+                                                            "tooltip": "The prefix for the file to save."})},
+                "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}}
+
+    folder_type = "output"
+
+    def directory(self):
+        return comfy_bridge.output_directory()
+
+    def save_images(self, images, filename_prefix="ComfyUI", prompt=None, extra_pnginfo=None):
+        saved = save_png_images(images, self.directory(), filename_prefix, prompt_text(prompt, extra_pnginfo))
+        return {"ui": {"images": [{"filename": path.name, "subfolder": subfolder, "type": self.folder_type}
+                                  for path, subfolder in saved]}}
+
+
+class PreviewImage(SaveImage):
+    DESCRIPTION = "Saves the input images to the temp directory for a preview."
+    folder_type = "temp"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"images": ("IMAGE",)}, "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}}
+
+    def directory(self):
+        return comfy_bridge.temp_directory()
+
+    def save_images(self, images, filename_prefix="ComfyUI", prompt=None, extra_pnginfo=None):
+        return super().save_images(images, f"ComfyUI_temp_{secrets.token_hex(3)}", prompt, extra_pnginfo)
+
+
+CORE_NODES = {"LoadImage": LoadImage, "SaveImage": SaveImage, "PreviewImage": PreviewImage}
+CORE_DISPLAY_NAMES = {"LoadImage": "Load Image", "SaveImage": "Save Image", "PreviewImage": "Preview Image"}

@@ -1,0 +1,157 @@
+"""Workflow files: the editor's UI format and the API ("prompt") format, and UI -> API conversion.
+
+The API format is what servers execute: ``{id: {"class_type", "inputs": {name: value | [source_id, slot]}}}``.
+The UI format (LiteGraph, version 0.4) stores nodes with positional ``widgets_values`` and a link table; the
+editor converts it with knowledge of each node's widgets, and so does :func:`ui_to_api`, from the classes'
+``INPUT_TYPES``:
+
+- widgets are the inputs of type INT, FLOAT, STRING, BOOLEAN or a combo list (not ``forceInput``), in declared
+  order (required, then optional); an INT with ``control_after_generate`` is followed by its control value
+  ("fixed", "randomize", ...), and a combo with ``image_upload`` by its upload widget's value;
+- a widget input that has a link takes the link (its stored value is skipped);
+- Note / MarkdownNote nodes are dropped, Reroute nodes are followed to their source, muted nodes (mode 2) are
+  dropped and bypassed ones (mode 4) pass their first input of the same type through.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .executor import PRIMITIVES, input_spec, node_inputs
+
+VIRTUAL_NODES = ("Note", "MarkdownNote", "Reroute", "PrimitiveNode")
+MUTED, BYPASSED = 2, 4
+
+
+class WorkflowError(ValueError):
+    """A workflow file that cannot be read or converted."""
+
+
+def load_workflow(path: Path | str) -> dict:
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise WorkflowError(f"no workflow file {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exception:
+        raise WorkflowError(f"{path.name} is not JSON: {exception}") from None
+    if not isinstance(data, dict):
+        raise WorkflowError(f"{path.name} is not a workflow (expected a JSON object)")
+    return data
+
+
+def is_ui_workflow(data: dict) -> bool:
+    return isinstance(data.get("nodes"), list) and "links" in data
+
+
+def widget_slots(cls) -> list:
+    """(input name or None, is_extra) for every entry of a node's ``widgets_values``."""
+    slots = []
+    declared = node_inputs(cls)
+    for section in ("required", "optional"):
+        for name, spec in declared[section].items():
+            kind, options = input_spec(spec)
+            if options.get("forceInput") or not (isinstance(kind, list) or kind in PRIMITIVES or kind == "COMBO"):
+                continue
+            slots.append(name)
+            if options.get("control_after_generate") or (kind == "INT" and name in ("seed", "noise_seed")):
+                slots.append(None)
+            if options.get("image_upload"):
+                slots.append(None)
+    return slots
+
+
+def ui_to_api(workflow: dict, nodes: dict, display_names: dict | None = None) -> dict:
+    """Convert a UI-format workflow to an API prompt (see the module docstring). Untitled nodes are titled by
+    ``display_names`` (class type -> display name), as the editor does."""
+    display_names = display_names or {}
+    by_id = {}
+    for node in workflow["nodes"]:
+        if not isinstance(node, dict) or "id" not in node or "type" not in node:
+            raise WorkflowError("every node of a UI workflow needs an 'id' and a 'type'")
+        by_id[node["id"]] = node
+    links = {}
+    for link in workflow.get("links") or []:
+        if isinstance(link, dict):  # workflow version 1 stores links as objects
+            link = [link["id"], link["origin_id"], link["origin_slot"], link["target_id"], link["target_slot"],
+                    link.get("type")]
+        links[link[0]] = link
+
+    def source_of(link_id):
+        """(node id, slot) that a link ultimately comes from, through reroutes and bypassed nodes."""
+        seen = set()
+        while link_id is not None and link_id not in seen:
+            seen.add(link_id)
+            link = links.get(link_id)
+            if link is None:
+                return None
+            origin = by_id.get(link[1])
+            if origin is None:
+                return None
+            if origin["type"] == "Reroute":
+                link_id = (origin.get("inputs") or [{}])[0].get("link")
+                continue
+            if origin.get("mode") == BYPASSED:
+                wanted = link[5]
+                link_id = next((i.get("link") for i in origin.get("inputs") or []
+                                if i.get("link") is not None and i.get("type") == wanted), None)
+                continue
+            if origin.get("mode") == MUTED:
+                return None
+            return str(origin["id"]), int(link[2])
+        return None
+
+    prompt = {}
+    for node in workflow["nodes"]:
+        if node["type"] in VIRTUAL_NODES or node.get("mode") in (MUTED, BYPASSED):
+            continue
+        if node["type"] not in nodes:
+            raise WorkflowError(f"node {node['id']} is a '{node['type']}', which is not installed")
+        inputs: dict[str, Any] = {}
+        values = list(node.get("widgets_values") or [])
+        if isinstance(node.get("widgets_values"), dict):
+            raise WorkflowError(f"node {node['id']} stores widget values by name; re-save the workflow with the "
+                                f"ComfyUI editor")
+        for name, value in zip(widget_slots(nodes[node["type"]]), values):
+            if name is not None:
+                inputs[name] = value
+        for socket in node.get("inputs") or []:
+            if socket.get("link") is None:
+                continue
+            source = source_of(socket["link"])
+            if source is not None:
+                inputs[socket["name"]] = [source[0], source[1]]
+            else:
+                inputs.pop(socket["name"], None)
+        prompt[str(node["id"])] = {"class_type": node["type"], "inputs": inputs,
+                                   "_meta": {"title": node.get("title") or display_names.get(node["type"],
+                                                                                             node["type"])}}
+    return prompt
+
+
+def to_api_prompt(data: dict, nodes: dict, display_names: dict | None = None) -> dict:
+    """An API prompt from either format."""
+    return ui_to_api(data, nodes, display_names) if is_ui_workflow(data) else data
+
+
+def apply_overrides(prompt: dict, overrides: list) -> dict:
+    """Set inputs from ``NODE.INPUT=VALUE`` strings. NODE is a node id, a node title or a class type that occurs
+    once; VALUE is read as JSON when it parses (numbers, true/false, lists) and as text otherwise."""
+    for override in overrides:
+        target, separator, raw = override.partition("=")
+        node_ref, dot, input_name = target.rpartition(".")
+        if not separator or not dot or not node_ref or not input_name:
+            raise WorkflowError(f"--set {override!r}: expected NODE.INPUT=VALUE, e.g. 5.seed=42 or "
+                                f"UniDiTSampler.steps=12")
+        matches = [node_id for node_id, node in prompt.items()
+                   if node_ref in (node_id, (node.get("_meta") or {}).get("title"), node["class_type"])]
+        if len(matches) != 1:
+            found = "no node" if not matches else f"{len(matches)} nodes ({', '.join(matches)})"
+            raise WorkflowError(f"--set {override!r}: {found} match '{node_ref}'; use the node id")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        prompt[matches[0]]["inputs"][input_name] = value
+    return prompt

@@ -1,0 +1,202 @@
+"""The in-node 3D viewer (web/viewer/viewer.mjs) and the extension that puts it in nodes (web/unidit.js), in
+headless Chromium.
+
+Splats and meshes made by the runtime are served with web/ from a throwaway local server, drawn by
+tests/web/harness.html (the viewer alone) or tests/web/extension.html (the extension, driven like the editor
+drives it), screenshotted by tests/js/screenshot.mjs (one browser for all pages) and checked: the object is
+drawn, without page errors; it stands upright and unmirrored (the test shapes are coloured by their surface
+normal); a splat and the mesh extracted from it cover the same pixels; a missing file is reported, not waited
+for. The screenshots are kept in test-artifacts/viewer/ for a person to look at.
+"""
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import os
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+from urllib.parse import parse_qs, quote, urlencode
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from unidit.runtime.gaussians.mesh import MeshConfig, mesh_bytes, splat_to_mesh
+from unidit.runtime.gaussians.ply import ply_bytes
+from unidit.runtime.gaussians.shapes import sphere_splats, torus_splats
+from unidit.runtime.gaussians.splat_file import splat_file_bytes
+from unidit.runtime.gaussians.spz import spz_bytes
+
+REPO = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).parent
+JS_TOOLS = REPO / "tests" / "js"
+ARTIFACTS = REPO / "test-artifacts" / "viewer"
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+SETUP_HINT = "run `bash scripts/test.sh`, which installs Chromium and the Node packages of tests/js"
+
+# name: (shape, kind, format)
+CASES = {
+    "sphere_splat.ply": ("sphere", "splat", "ply"),
+    "sphere_splat.spz": ("sphere", "splat", "spz"),
+    "sphere_splat.splat": ("sphere", "splat", "splat"),
+    "sphere_mesh.glb": ("sphere", "mesh", "glb"),
+    "sphere_mesh.ply": ("sphere", "mesh", "ply"),
+    "torus_splat.ply": ("torus", "splat", "ply"),
+    "torus_mesh.glb": ("torus", "mesh", "glb"),
+}
+FOREGROUND = 24  # of 255, in some channel
+# Pages that are not one of CASES in the harness: the extension showing a node's output, and a missing file.
+EXTENSION_PAGE = "extension_sphere_splat.ply"
+MISSING_PAGE = "missing.ply"
+SPLAT_WRITERS = {"ply": ply_bytes, "spz": spz_bytes, "splat": splat_file_bytes}
+
+
+def file_bytes(shape: str, kind: str, file_format: str) -> bytes:
+    splats = _shape_splats(shape)
+    if kind == "splat":
+        return SPLAT_WRITERS[file_format](splats)
+    return mesh_bytes(_shape_mesh(shape), file_format)
+
+
+@functools.cache
+def _shape_splats(shape: str):
+    # Both shapes are coloured 0.5 + 0.4 * normal in the splat frame (x right, y down, z forward).
+    return sphere_splats(4000) if shape == "sphere" else torus_splats(6000)
+
+
+@functools.cache
+def _shape_mesh(shape: str):
+    return splat_to_mesh(_shape_splats(shape), MeshConfig(resolution=64, target_faces=20_000))
+
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    """Serves the test pages at /pages/, web/ at /web/ and where ComfyUI serves it (/extensions/unidit/), the
+    stub frontend shims at /scripts/, and the generated files at /files/NAME and ComfyUI's /api/view?filename=NAME."""
+
+    extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map, ".mjs": "text/javascript"}
+    roots: dict[str, Path] = {}  # URL prefix -> folder; set on a subclass per server
+
+    def translate_path(self, path):
+        path, _, query = path.partition("?")
+        if path == "/api/view":
+            path = "/files/" + quote(Path(parse_qs(query)["filename"][0]).name)
+        for prefix, root in self.roots.items():
+            if path.startswith(prefix):
+                self.directory = str(root)
+                return super().translate_path(path[len(prefix) - 1:])  # keeps the "/" after the prefix
+        return ""  # not found
+
+    def log_message(self, format, *args):  # keep the test output clean
+        pass
+
+
+@pytest.fixture(scope="module")
+def screenshots(tmp_path_factory):
+    """{case name: screenshot result of tests/js/screenshot.mjs, plus `image` as an [H, W, 3] uint8 array}."""
+    node = shutil.which("node")
+    if not Path(CHROMIUM).is_file():
+        pytest.fail(f"the viewer test needs Chromium at {CHROMIUM}: {SETUP_HINT}")
+    if node is None or not (JS_TOOLS / "node_modules" / "playwright-core").is_dir():
+        pytest.fail(f"the viewer test needs Node.js and tests/js/node_modules/playwright-core: {SETUP_HINT}")
+
+    files = tmp_path_factory.mktemp("viewer_files")
+    for name, case in CASES.items():
+        (files / name).write_bytes(file_bytes(*case))
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+
+    roots = {"/pages/": HERE, "/web/": REPO / "web", "/extensions/unidit/": REPO / "web",
+             "/scripts/": HERE / "comfy_stub", "/files/": files}
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), type("Handler", (_Handler,), {"roots": roots}))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    pages = {name: "pages/harness.html?" + urlencode({"url": f"/files/{name}", "kind": kind, "format": file_format})
+             for name, (_, kind, file_format) in CASES.items()}
+    pages[MISSING_PAGE] = "pages/harness.html?" + urlencode({"url": f"/files/{MISSING_PAGE}", "kind": "splat",
+                                                             "format": "ply"})
+    pages[EXTENSION_PAGE] = "pages/extension.html?" + urlencode({"node": "UniDiTSaveSplat", "kind": "splat",
+                                                                 "filename": "sphere_splat.ply", "format": "ply"})
+    try:
+        pairs = []
+        for name, page in pages.items():
+            pairs += [f"http://127.0.0.1:{server.server_port}/{page}", str(ARTIFACTS / f"{name}.png")]
+        done = subprocess.run([node, str(JS_TOOLS / "screenshot.mjs"), *pairs], capture_output=True, text=True,
+                              timeout=600, cwd=JS_TOOLS, env={**os.environ, "CHROMIUM": CHROMIUM})
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert done.returncode == 0, f"screenshot.mjs failed: {done.stderr[-2000:]}\n{SETUP_HINT} if Chromium is missing"
+    results = dict(zip(pages, json.loads(done.stdout)))
+    for result in results.values():
+        result["image"] = np.asarray(Image.open(result["out"]).convert("RGB")) if result["ready"] else None
+    return results
+
+
+def foreground(image: np.ndarray) -> np.ndarray:
+    """Pixels that differ from the background (the top-left pixel's colour) by more than FOREGROUND."""
+    return np.abs(image.astype(int) - image[0, 0].astype(int)).max(axis=-1) > FOREGROUND
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / max(1, (a | b).sum()))
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_every_file_is_drawn_without_errors(screenshots, name):
+    result = screenshots[name]
+    assert result["ready"], f"{name} was not drawn: {result['error']}"
+    assert result["pageErrors"] == [] and result["consoleErrors"] == [], result
+    coverage = foreground(result["image"]).mean()
+    assert coverage > 0.1, f"{name}: only {coverage:.1%} of the canvas shows the object"
+
+
+@pytest.mark.parametrize("name", ["sphere_splat.ply", "sphere_mesh.glb", "sphere_mesh.ply"])
+def test_objects_stand_upright_unmirrored_and_face_the_camera(screenshots, name):
+    """The sphere's colour is 0.5 + 0.4 · normal in the splat frame: its top (normal -y) has little green, its
+    right (+x) much red, and the side facing the default camera (-z in the splat frame) little blue."""
+    image = screenshots[name]["image"].astype(float)
+    mask = foreground(screenshots[name]["image"])
+    rows, columns = np.nonzero(mask)
+    top, bottom = np.percentile(rows, [15, 85])
+    left, right = np.percentile(columns, [15, 85])
+    mean = lambda region: image[region & mask].mean(axis=0)  # noqa: E731  (mean RGB over a region)
+    row_index, column_index = np.indices(mask.shape)
+    upper, lower = mean(row_index < top), mean(row_index > bottom)
+    left_side, right_side = mean(column_index < left), mean(column_index > right)
+    centre = mean((np.abs(row_index - rows.mean()) < 20) & (np.abs(column_index - columns.mean()) < 20))
+    assert upper[1] < 0.7 * lower[1], f"{name} is upside down: green at the top {upper}, at the bottom {lower}"
+    assert right_side[0] > 1.3 * left_side[0], f"{name} is mirrored: red on the left {left_side}, right {right_side}"
+    assert centre[2] < 0.7 * min(centre[0], centre[1]), f"{name} shows its back: centre colour {centre}"
+
+
+@pytest.mark.parametrize("shape", ["sphere", "torus"])
+def test_a_splat_and_its_mesh_cover_the_same_pixels(screenshots, shape):
+    splat = foreground(screenshots[f"{shape}_splat.ply"]["image"])
+    mesh = foreground(screenshots[f"{shape}_mesh.glb"]["image"])
+    assert iou(splat, mesh) > 0.8, f"{shape}: splat and mesh silhouettes overlap by IoU {iou(splat, mesh):.2f}"
+
+
+@pytest.mark.parametrize("name", ["sphere_splat.spz", "sphere_splat.splat", "sphere_mesh.ply"])
+def test_every_format_of_one_object_looks_the_same(screenshots, name):
+    reference = "sphere_splat.ply" if "splat" in name else "sphere_mesh.glb"
+    a, b = screenshots[reference]["image"], screenshots[name]["image"]
+    assert iou(foreground(a), foreground(b)) > 0.95
+    both = foreground(a) & foreground(b)
+    difference = np.abs(a[both].astype(float) - b[both].astype(float)).mean()
+    assert difference < 12, f"{name} differs from {reference} by {difference:.1f}/255 on average"
+
+
+def test_a_missing_file_is_reported_not_waited_for(screenshots):
+    result = screenshots[MISSING_PAGE]
+    assert not result["ready"] and "HTTP 404" in result["error"], result
+
+
+def test_the_extension_shows_a_nodes_output(screenshots):
+    """web/unidit.js, given a node's `unidit_3d` output, fetches the file from /api/view and draws it like the
+    viewer alone does."""
+    result = screenshots[EXTENSION_PAGE]
+    assert result["ready"], f"the node did not show its output: {result['error']}"
+    assert result["pageErrors"] == [] and result["consoleErrors"] == [], result
+    alone = foreground(screenshots["sphere_splat.ply"]["image"])
+    assert iou(foreground(result["image"]), alone) > 0.95

@@ -1,0 +1,273 @@
+"""Writes the example workflows: workflows/<name>.json (the editor's UI format, tidy positions, labelled groups,
+a note) and workflows/api/<name>.json (the API-format twin), from the short descriptions below, plus the example
+input image that the image-conditioned workflows load (workflows/input/unidit_example.png).
+
+    python tools/build_workflows.py
+
+Widget values are laid out from the node classes themselves, so a workflow can never disagree with the nodes;
+tests/host/test_workflows.py checks that the files are what this script writes.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+COLUMN, ROW = 360, 40           # grid spacing in canvas units
+NODE_WIDTH = 320
+GROUP_COLOURS = {"Model": "#3f789e", "Prompt": "#8A8", "Image": "#b58b2a", "Video": "#a1309b", "3D": "#88A"}
+
+
+@dataclass
+class Node:
+    id: int
+    type: str
+    column: float
+    row: float
+    widgets: dict = field(default_factory=dict)
+    links: dict = field(default_factory=dict)      # input name -> (source node id, output slot)
+    title: str | None = None
+
+
+@dataclass
+class Workflow:
+    name: str
+    note: str
+    nodes: list
+    groups: dict                                    # title -> node ids inside
+
+
+def examples() -> list:
+    loader = Node(1, "UniDiTLoader", 0, 0)
+    return [
+        Workflow("text_to_image", "Text -> image. Type a prompt such as 'a small green torus on white'. The demo "
+                 "model knows 5 shapes, 8 colours, 3 sizes and 4 backgrounds. Press Queue; change only the seed and "
+                 "queue again: the model stays loaded and only the sampler and what follows run.", [
+                     loader,
+                     Node(2, "UniDiTTextEncode", 0, 5, {"text": "a red cube"}, {"model": (1, 0)}),
+                     Node(3, "UniDiTEmptyImageLatent", 1, 0, {}, {"model": (1, 0)}),
+                     Node(4, "UniDiTGuidance", 1, 5),
+                     Node(5, "UniDiTSampler", 2, 0, {"seed": 1}, {"model": (1, 0), "positive": (2, 0),
+                                                                   "latent": (3, 0), "guidance": (4, 0)}),
+                     Node(6, "UniDiTDecode", 3, 0, {}, {"model": (1, 0), "latent": (5, 0)}),
+                     Node(7, "UniDiTSaveImage", 3, 4, {"filename_prefix": "UniDiT/image"}, {"images": (6, 0)}),
+                 ], {"Model": [1], "Prompt": [2, 4], "Image": [3, 5, 6, 7]}),
+        Workflow("text_to_video", "Text -> video: 9 frames at 8 fps. Describe a motion: 'moving left / right / up / "
+                 "down', 'bouncing', or 'spinning' (cubes and rings). The frame rate travels with the latent.", [
+                     loader,
+                     Node(2, "UniDiTTextEncode", 0, 5, {"text": "a bouncing blue ball"}, {"model": (1, 0)}),
+                     Node(3, "UniDiTEmptyVideoLatent", 1, 0, {}, {"model": (1, 0)}),
+                     Node(4, "UniDiTGuidance", 1, 7),
+                     Node(5, "UniDiTSampler", 2, 0, {"seed": 2}, {"model": (1, 0), "positive": (2, 0),
+                                                                   "latent": (3, 0), "guidance": (4, 0)}),
+                     Node(6, "UniDiTDecode", 3, 0, {}, {"model": (1, 0), "latent": (5, 0)}),
+                     Node(7, "UniDiTSaveVideo", 3, 4, {"filename_prefix": "UniDiT/video"},
+                          {"images": (6, 0), "fps": (6, 1)}),
+                 ], {"Model": [1], "Prompt": [2, 4], "Video": [3, 5, 6, 7]}),
+        Workflow("text_to_3d", "Text -> 3D: four views around the object are generated together, decoded into one "
+                 "Gaussian splat (PLY, opens in SuperSplat and splat viewers), turned into a mesh (GLB, opens in "
+                 "Blender and three.js) and rendered as a turntable. Drag in the 3D previews to look around.", [
+                     loader,
+                     Node(2, "UniDiTTextEncode", 0, 5, {"text": "a purple torus"}, {"model": (1, 0)}),
+                     Node(3, "UniDiTEmpty3DLatent", 1, 0, {}, {"model": (1, 0)}),
+                     Node(4, "UniDiTGuidance", 1, 7),
+                     Node(5, "UniDiTSampler", 2, 0, {"seed": 3}, {"model": (1, 0), "positive": (2, 0),
+                                                                   "latent": (3, 0), "guidance": (4, 0)}),
+                     Node(6, "UniDiTDecodeSplat", 3, 0, {}, {"model": (1, 0), "latent": (5, 0)}),
+                     Node(7, "UniDiTSaveSplat", 4, 0, {"filename_prefix": "UniDiT/splat"}, {"splat": (6, 0)}),
+                     Node(8, "UniDiTSplatToMesh", 3, 5, {"resolution": 96}, {"splat": (6, 0)}),
+                     Node(9, "UniDiTSaveMesh", 4, 9, {"filename_prefix": "UniDiT/mesh"}, {"mesh": (8, 0)}),
+                     Node(10, "UniDiTRenderSplat", 3, 11, {"frames": 24}, {"splat": (6, 0)}),
+                     Node(11, "UniDiTSaveVideo", 4, 18, {"filename_prefix": "UniDiT/turntable", "fps": 12.0,
+                                                         "format": "webp"}, {"images": (10, 0)}),
+                 ], {"Model": [1], "Prompt": [2, 4], "3D": [3, 5, 6, 7, 8, 9, 10, 11]}),
+        Workflow("image_to_video", "Image -> video: the image becomes the first frame (kept exactly) and the model "
+                 "animates it as the prompt says. Load your own image with the Load Image node (it is resized to "
+                 "the latent's size); unidit_example.png is a red cube.", [
+                     loader,
+                     Node(2, "LoadImage", 0, 5, {"image": "unidit_example.png"}),
+                     Node(3, "UniDiTTextEncode", 0, 16, {"text": "a red cube moving right"}, {"model": (1, 0)}),
+                     Node(4, "UniDiTEmptyVideoLatent", 1, 0, {}, {"model": (1, 0)}),
+                     Node(5, "UniDiTImageCondition", 1, 8, {}, {"model": (1, 0), "latent": (4, 0), "image": (2, 0)}),
+                     Node(6, "UniDiTSampler", 2, 0, {"seed": 4}, {"model": (1, 0), "positive": (3, 0),
+                                                                   "latent": (5, 0)}),
+                     Node(7, "UniDiTDecode", 3, 0, {}, {"model": (1, 0), "latent": (6, 0)}),
+                     Node(8, "UniDiTSaveVideo", 3, 4, {"filename_prefix": "UniDiT/image_to_video"},
+                          {"images": (7, 0), "fps": (7, 1)}),
+                 ], {"Model": [1], "Prompt": [2, 3], "Video": [4, 5, 6, 7, 8]}),
+        Workflow("image_to_3d", "Image -> 3D: the image becomes the front view (kept exactly) and the model "
+                 "generates the other three views, decoded into a splat and a mesh. Use an object centred on a plain "
+                 "background, seen slightly from above, like unidit_example.png.", [
+                     loader,
+                     Node(2, "LoadImage", 0, 5, {"image": "unidit_example.png"}),
+                     Node(3, "UniDiTTextEncode", 0, 16, {"text": "a red cube"}, {"model": (1, 0)}),
+                     Node(4, "UniDiTEmpty3DLatent", 1, 0, {}, {"model": (1, 0)}),
+                     Node(5, "UniDiTImageCondition", 1, 8, {}, {"model": (1, 0), "latent": (4, 0), "image": (2, 0)}),
+                     Node(6, "UniDiTSampler", 2, 0, {"seed": 5}, {"model": (1, 0), "positive": (3, 0),
+                                                                   "latent": (5, 0)}),
+                     Node(7, "UniDiTDecodeSplat", 3, 0, {}, {"model": (1, 0), "latent": (6, 0)}),
+                     Node(8, "UniDiTSaveSplat", 4, 0, {"filename_prefix": "UniDiT/image_to_3d"}, {"splat": (7, 0)}),
+                     Node(9, "UniDiTSplatToMesh", 3, 5, {"resolution": 96}, {"splat": (7, 0)}),
+                     Node(10, "UniDiTSaveMesh", 4, 9, {"filename_prefix": "UniDiT/image_to_3d"}, {"mesh": (9, 0)}),
+                 ], {"Model": [1], "Prompt": [2, 3], "3D": [4, 5, 6, 7, 8, 9, 10]}),
+        Workflow("one_prompt_three_modalities", "One prompt, three modalities: one loader and one text encoding feed "
+                 "an image, a video and a 3D branch of the same model. The weights are loaded once for all three.", [
+                     loader,
+                     Node(2, "UniDiTTextEncode", 0, 5, {"text": "a yellow cylinder"}, {"model": (1, 0)}),
+                     Node(3, "UniDiTGuidance", 0, 12),
+                     Node(4, "UniDiTEmptyImageLatent", 1, 0, {}, {"model": (1, 0)}),
+                     Node(5, "UniDiTSampler", 2, 0, {"seed": 6}, {"model": (1, 0), "positive": (2, 0),
+                                                                   "latent": (4, 0), "guidance": (3, 0)}),
+                     Node(6, "UniDiTDecode", 3, 0, {}, {"model": (1, 0), "latent": (5, 0)}),
+                     Node(7, "UniDiTSaveImage", 4, 0, {"filename_prefix": "UniDiT/all_image"}, {"images": (6, 0)}),
+                     Node(8, "UniDiTEmptyVideoLatent", 1, 12, {}, {"model": (1, 0)}),
+                     Node(9, "UniDiTSampler", 2, 12, {"seed": 6}, {"model": (1, 0), "positive": (2, 0),
+                                                                    "latent": (8, 0), "guidance": (3, 0)}),
+                     Node(10, "UniDiTDecode", 3, 12, {}, {"model": (1, 0), "latent": (9, 0)}),
+                     Node(11, "UniDiTSaveVideo", 4, 12, {"filename_prefix": "UniDiT/all_video"},
+                          {"images": (10, 0), "fps": (10, 1)}),
+                     Node(12, "UniDiTEmpty3DLatent", 1, 24, {}, {"model": (1, 0)}),
+                     Node(13, "UniDiTSampler", 2, 24, {"seed": 6}, {"model": (1, 0), "positive": (2, 0),
+                                                                     "latent": (12, 0), "guidance": (3, 0)}),
+                     Node(14, "UniDiTDecodeSplat", 3, 24, {}, {"model": (1, 0), "latent": (13, 0)}),
+                     Node(15, "UniDiTSaveSplat", 4, 24, {"filename_prefix": "UniDiT/all_splat"}, {"splat": (14, 0)}),
+                     Node(16, "UniDiTSplatToMesh", 3, 29, {"resolution": 96}, {"splat": (14, 0)}),
+                     Node(17, "UniDiTSaveMesh", 4, 33, {"filename_prefix": "UniDiT/all_mesh"}, {"mesh": (16, 0)}),
+                 ], {"Model": [1], "Prompt": [2, 3], "Image": [4, 5, 6, 7], "Video": [8, 9, 10, 11],
+                     "3D": [12, 13, 14, 15, 16, 17]}),
+    ]
+
+
+def build(workflow: Workflow, nodes: dict) -> tuple[dict, dict]:
+    """(UI workflow, API prompt)."""
+    from unidit.runtime.host.executor import input_spec, node_inputs
+    from unidit.runtime.host.workflow import widget_slots
+
+    links, ui_nodes, api = [], [], {}
+    outgoing: dict = {}
+    for node in workflow.nodes:
+        for name, (source, slot) in node.links.items():
+            links.append([len(links) + 1, source, slot, node.id, name,
+                          nodes[_type_of(workflow, source)].RETURN_TYPES[slot]])
+            outgoing.setdefault((source, slot), []).append(len(links))
+    heights = {}
+    for order, node in enumerate(workflow.nodes):
+        cls = nodes[node.type]
+        declared = node_inputs(cls)
+        slots = widget_slots(cls)
+        values = []
+        for index, name in enumerate(slots):
+            if name is None:  # control_after_generate / upload companions
+                values.append("fixed" if slots[index - 1] in ("seed", "noise_seed") else "image")
+                continue
+            if name in node.widgets:
+                values.append(node.widgets[name])
+                continue
+            kind, options = input_spec({**declared["required"], **declared["optional"]}[name])
+            values.append(options.get("default", kind[0] if isinstance(kind, list) else None))
+        sockets = []
+        for section in ("required", "optional"):
+            for name, spec in declared[section].items():
+                kind, options = input_spec(spec)
+                is_widget = name in slots
+                link = next((link[0] for link in links if link[3] == node.id and link[4] == name), None)
+                if is_widget and link is None:
+                    continue
+                entry = {"name": name, "type": "COMBO" if isinstance(kind, list) else kind, "link": link}
+                if is_widget:
+                    entry["widget"] = {"name": name}
+                sockets.append(entry)
+        for link in links:
+            if link[3] == node.id:
+                link[4] = next(i for i, s in enumerate(sockets) if s["name"] == link[4])
+        outputs = [{"name": name, "type": kind, "slot_index": slot, "links": outgoing.get((node.id, slot), [])}
+                   for slot, (kind, name) in enumerate(zip(cls.RETURN_TYPES, getattr(cls, "RETURN_NAMES",
+                                                                                     cls.RETURN_TYPES)))]
+        height = 46 + 24 * max(len(sockets), len(outputs)) + 26 * len([s for s in slots if s is not None])
+        if node.type in ("UniDiTTextEncode",):
+            height += 60
+        heights[node.id] = height
+        ui_nodes.append({
+            "id": node.id, "type": node.type, "pos": [node.column * COLUMN, node.row * ROW],
+            "size": [NODE_WIDTH, height], "flags": {}, "order": order, "mode": 0, "inputs": sockets,
+            "outputs": outputs, "properties": {"Node name for S&R": node.type, "cnr_id": "comfyui-unidit"},
+            "widgets_values": values, **({"title": node.title} if node.title else {})})
+        api[str(node.id)] = {"class_type": node.type, "inputs": {}, "_meta": {"title": node.title or _display(node)}}
+    for ui_node in ui_nodes:
+        slots = widget_slots(nodes[ui_node["type"]])
+        inputs = api[str(ui_node["id"])]["inputs"]
+        for name, value in zip(slots, ui_node["widgets_values"]):
+            if name is not None:
+                inputs[name] = value
+        for socket in ui_node["inputs"]:
+            if socket["link"] is None:
+                continue
+            link = next(link for link in links if link[0] == socket["link"])
+            inputs[socket["name"]] = [str(link[1]), link[2]]
+
+    groups = []
+    for title, members in workflow.groups.items():
+        boxes = [(n["pos"][0], n["pos"][1], n["pos"][0] + n["size"][0], n["pos"][1] + n["size"][1])
+                 for n in ui_nodes if n["id"] in members]
+        left, top = min(b[0] for b in boxes) - 20, min(b[1] for b in boxes) - 60
+        right, bottom = max(b[2] for b in boxes) + 20, max(b[3] for b in boxes) + 20
+        groups.append({"id": len(groups) + 1, "title": title, "bounding": [left, top, right - left, bottom - top],
+                       "color": GROUP_COLOURS[title], "font_size": 24, "flags": {}})
+    note_id = max(n.id for n in workflow.nodes) + 1
+    bottom = max(n["pos"][1] + n["size"][1] for n in ui_nodes)
+    ui_nodes.append({"id": note_id, "type": "Note", "pos": [0, bottom + 80], "size": [NODE_WIDTH * 2, 140],
+                     "flags": {}, "order": len(ui_nodes), "mode": 0, "inputs": [], "outputs": [],
+                     "properties": {}, "widgets_values": [workflow.note], "color": "#432", "bgcolor": "#653",
+                     "title": "About this workflow"})
+    ui = {"id": f"unidit-{workflow.name}", "revision": 0, "last_node_id": note_id, "last_link_id": len(links),
+          "nodes": ui_nodes, "links": links, "groups": groups, "config": {},
+          "extra": {"ds": {"scale": 0.8, "offset": [40, 80]}}, "version": 0.4}
+    return ui, api
+
+
+def _type_of(workflow: Workflow, node_id: int) -> str:
+    return next(n.type for n in workflow.nodes if n.id == node_id)
+
+
+def _display(node: Node) -> str:
+    from unidit.runtime.host.run import standalone_display_names
+
+    return standalone_display_names().get(node.type, node.type)
+
+
+def example_input_png() -> bytes:
+    """A red cube on grey from the toy world, seen by the rig's front camera (what image -> 3D expects)."""
+    from unidit.runtime.media.image import encode_png
+    from unidit.runtime.train.toyworld import Scene, render_images
+
+    image = render_images([Scene("cube", "red", "medium", "grey", yaw=0.6)]).rgb[0]
+    return encode_png(image)
+
+
+def rendered_files() -> dict:
+    """{path relative to the repository: bytes} of everything this script writes."""
+    from unidit.runtime.host.run import standalone_nodes
+
+    nodes = standalone_nodes()
+    files = {}
+    for workflow in examples():
+        ui, api = build(workflow, nodes)
+        files[f"workflows/{workflow.name}.json"] = (json.dumps(ui, indent=2) + "\n").encode()
+        files[f"workflows/api/{workflow.name}.json"] = (json.dumps(api, indent=2) + "\n").encode()
+    files["workflows/input/unidit_example.png"] = example_input_png()
+    return files
+
+
+def main() -> int:
+    for relative, data in rendered_files().items():
+        path = ROOT / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        print(path.relative_to(ROOT))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
