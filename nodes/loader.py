@@ -1,7 +1,6 @@
 """Loading and unloading model bundles."""
 from __future__ import annotations
 
-from ..runtime.model.attention import backend_names
 from ..runtime.store import DTYPES, STORE, available_bundles
 from .types import CATEGORY, MODEL
 
@@ -41,8 +40,6 @@ class UniDiTLoader:
         if bundle not in bundles:
             raise FileNotFoundError(f"model bundle {bundle!r} not found; put it in ComfyUI's models/unidit folder "
                                     f"(found: {', '.join(sorted(bundles)) or 'none'})")
-        if attention not in backend_names():
-            attention = "sdpa"  # "comfy" outside ComfyUI
         handle = STORE.handle(bundles[bundle], device, dtype, attention)
         STORE.bundle(handle)  # load now, so the load time shows on this node
         return (handle,)

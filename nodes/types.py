@@ -13,6 +13,7 @@
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Optional
 
@@ -103,12 +104,10 @@ def meshes_to_comfy(meshes: list[Mesh]):
     same_size = bool((vertex_counts == vertex_counts[0]).all() and (face_counts == face_counts[0]).all())
     counts = {} if same_size else {"vertex_counts": vertex_counts, "face_counts": face_counts}
     core = comfy_bridge.core_type("MESH")
-    if core is not None:
-        try:
-            return core(vertices, faces, vertex_colors=colors, **counts)
-        except TypeError:  # ComfyUI 0.3.x: MESH(vertices, faces) only
-            if same_size:
-                return core(vertices, faces)
+    if core is not None and "vertex_colors" in inspect.signature(core).parameters:
+        return core(vertices, faces, vertex_colors=colors, **counts)
+    # Older cores' MESH holds only vertices and faces; ours has the same fields plus colours, and core nodes such
+    # as SaveGLB read it just the same.
     return MeshBatch(vertices, faces, colors, counts.get("vertex_counts"), counts.get("face_counts"))
 
 

@@ -199,22 +199,42 @@ class ManagedModules:
 
 # ---- attention ---------------------------------------------------------------------------------------------------
 
-def register_comfy_attention() -> bool:
-    """Register ComfyUI's ``optimized_attention`` as the attention backend "comfy" (inside ComfyUI only), so
-    ComfyUI's command-line attention options apply to UniDiT too."""
+def _comfy_attention(q, k, v, mask):
     attention_module = _comfy("comfy.ldm.modules.attention")
-    if attention_module is None:
-        return False
+    return attention_module.optimized_attention(q, k, v, q.shape[1], mask=mask, skip_reshape=True,
+                                                skip_output_reshape=True)
+
+
+def _register_comfy_attention() -> None:
+    """The attention backend "comfy": ComfyUI's ``optimized_attention``, so ComfyUI's command-line attention
+    options apply to UniDiT too. Outside ComfyUI it is unavailable (and falls back to sdpa)."""
     from .model.attention import AttentionBackend, register_backend
 
-    def run(q, k, v, mask):
-        out = attention_module.optimized_attention(q, k, v, q.shape[1], mask=mask, skip_reshape=True,
-                                                   skip_output_reshape=True)
-        return out
-
-    register_backend(AttentionBackend("comfy", run, lambda: True, lambda q, k, v, mask: None,
+    register_backend(AttentionBackend("comfy", _comfy_attention,
+                                      lambda: _comfy("comfy.ldm.modules.attention") is not None,
+                                      lambda q, k, v, mask: None,
                                       "ComfyUI's optimized attention (follows ComfyUI's attention options)"))
-    return True
+
+
+_register_comfy_attention()
+
+
+def install_example_inputs(examples: Path) -> None:
+    """Inside ComfyUI, copy the example workflows' input images into ComfyUI's input folder (never over a
+    file that is already there), so the image-conditioned examples run as they are."""
+    folder_paths = _comfy("folder_paths")
+    if folder_paths is None or not examples.is_dir():
+        return
+    import shutil
+
+    target = Path(folder_paths.get_input_directory())
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        for example in examples.iterdir():
+            if example.is_file() and not (target / example.name).exists():
+                shutil.copyfile(example, target / example.name)
+    except OSError as error:  # a read-only input folder must not stop the pack from loading
+        log.warning("UniDiT: could not copy the example inputs into %s: %s", target.name, error)
 
 
 # ---- core types --------------------------------------------------------------------------------------------------

@@ -80,6 +80,10 @@ class ModelStore:
             bundle.dit.set_attention_backend(handle.attention)
             return bundle
 
+    def __len__(self) -> int:
+        """How many bundles are resident."""
+        return len(self._bundles)
+
     def is_loaded(self, handle: ModelHandle) -> bool:
         return handle.key in self._bundles
 
