@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -221,9 +222,11 @@ def build(workflow: Workflow, nodes: dict) -> tuple[dict, dict]:
                      "flags": {}, "order": len(ui_nodes), "mode": 0, "inputs": [], "outputs": [],
                      "properties": {}, "widgets_values": [workflow.note], "color": "#432", "bgcolor": "#653",
                      "title": "About this workflow"})
-    ui = {"id": f"unidit-{workflow.name}", "revision": 0, "last_node_id": note_id, "last_link_id": len(links),
-          "nodes": ui_nodes, "links": links, "groups": groups, "config": {},
-          "extra": {"ds": {"scale": 0.8, "offset": [40, 80]}}, "version": 0.4}
+    # The editor's schema requires a UUID here (anything else: "Invalid workflow against zod schema"); a fixed
+    # one per example, so rebuilding changes nothing.
+    ui = {"id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"unidit:workflows/{workflow.name}")), "revision": 0,
+          "last_node_id": note_id, "last_link_id": len(links), "nodes": ui_nodes, "links": links, "groups": groups,
+          "config": {}, "extra": {"ds": {"scale": 0.8, "offset": [40, 80]}}, "version": 0.4}
     return ui, api
 
 
