@@ -53,3 +53,10 @@ def tiny_bundle(seed: int = 1):
     for index, module in enumerate(bundle.modules().values()):
         randomize(module, seed + index, std=0.1)
     return bundle.eval()
+
+
+def glb_vertex_colours_present(path) -> bool:
+    """Whether the first primitive of a GLB file carries per-vertex colours (COLOR_0)."""
+    import pygltflib
+
+    return pygltflib.GLTF2().load(str(path)).meshes[0].primitives[0].attributes.COLOR_0 is not None

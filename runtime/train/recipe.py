@@ -67,6 +67,7 @@ class Preset:
     backbone_stage: StageConfig
     backbone_batch: dict                    # clips per step by kind
     dataset: dict                           # cached clips by kind
+    polish_stage: Optional[StageConfig] = None  # a second, shorter backbone pass (sharper colour binding)
     statistics_clips: int = 256
     tasks: TaskMixture = field(default_factory=TaskMixture)
     defaults: GenerationDefaults = field(default_factory=GenerationDefaults)
@@ -88,6 +89,7 @@ def _presets() -> dict:
         backbone_stage=StageConfig(steps=4000, learning_rate=3e-4, warmup_steps=200, ema_decay=0.999),
         backbone_batch={"image": 48, "video": 16, "3d": 16},
         dataset={"image": 12000, "video": 4000, "3d": 4000},
+        polish_stage=StageConfig(steps=700, learning_rate=1.5e-4, warmup_steps=20, ema_decay=0.995),
         defaults=GenerationDefaults(width=64, height=64, frames=9, fps=8.0, steps=24, guidance=4.0, solver="heun"),
     )
     tiny = Preset(
@@ -143,6 +145,10 @@ def train_bundle(preset: Preset, work_dir: Path, seed: int = 0, progress: bool =
     stage = TrainingStage("backbone", {"dit": bundle.dit, "text": bundle.text_encoder}, preset.backbone_stage,
                           work_dir, seed, progress)
     report["backbone"] = _summary(stage.run(backbone_step(bundle, preset, dataset)), stage.seconds)
+    if preset.polish_stage is not None:
+        stage = TrainingStage("backbone_polish", {"dit": bundle.dit, "text": bundle.text_encoder},
+                              preset.polish_stage, work_dir, seed + 2, progress)
+        report["backbone_polish"] = _summary(stage.run(backbone_step(bundle, preset, dataset)), stage.seconds)
     report["seconds"] = round(sum(part["seconds"] for part in report.values() if isinstance(part, dict)), 1)
     bundle.info = {"training": report}
     return bundle.eval()
