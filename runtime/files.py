@@ -1,7 +1,9 @@
 """Writing output files: atomically, and never over an existing file (DESIGN §6).
 
 Every file UniDiT writes (images, videos, splats, meshes) goes through :func:`write_atomic`, so a reader never
-sees a half-written file and a user's earlier output is never replaced.
+sees a half-written file and a user's earlier output is never replaced. :func:`store_unique` keeps files that
+arrive with a name of their own (uploads, downloads) the same way; :func:`replace_atomic` is for the few files
+that are meant to be replaced (settings, an upload with ``overwrite``).
 """
 from __future__ import annotations
 
@@ -21,6 +23,20 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> Path:
     if path.exists():
         raise FileExistsError(f"{path} already exists; UniDiT never overwrites a file. "
                               f"Choose another name (or prefix), or move the old file away.")
+    _write_then(path, data, _publish)
+    return path
+
+
+def replace_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``path`` holding ``data``, replacing the file there if any, atomically (readers see the old or the
+    new bytes, never a mix); returns the path. Missing parent folders are created."""
+    path = Path(path)
+    _write_then(path, data, os.replace)
+    return path
+
+
+def _write_then(path: Path, data: bytes, publish) -> None:
+    """Write ``data`` to a temporary file next to ``path``, flush it to disk, then ``publish(temporary, path)``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
     try:
@@ -28,11 +44,30 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> Path:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        _publish(temporary, path)
+        publish(temporary, path)
     finally:
         if os.path.exists(temporary):
             os.unlink(temporary)
-    return path
+
+
+def store_unique(folder: str | os.PathLike, name: str, data: bytes, attempts: int = 10_000) -> Path:
+    """Keep ``data`` as ``folder/name`` without replacing anything, as ComfyUI names uploads: a file of that
+    name with the same bytes is reused, else the first free ``stem (1).ext``, ``stem (2).ext``... is written.
+    Returns the path used; FileExistsError when ``attempts`` names are all taken by other bytes."""
+    folder = Path(folder)
+    stem, suffix = os.path.splitext(name)
+    for index in range(attempts):
+        path = folder / (name if index == 0 else f"{stem} ({index}){suffix}")
+        if path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data:
+            return path
+        if path.exists():
+            continue
+        try:
+            return write_atomic(path, data)
+        except FileExistsError:  # taken meanwhile: look at it again, it may hold the same bytes
+            if path.is_file() and path.read_bytes() == data:
+                return path
+    raise FileExistsError(f"no free name left for {name!r} in {folder}")
 
 
 def _publish(temporary: str, path: Path) -> None:

@@ -7,11 +7,12 @@ cd "$(dirname "$0")/.."
 
 venv=${UNIDIT_VENV:-.venv}
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check torch==2.13.0 -e '.[test,bench]'
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check torch==2.13.0 -e '.[test,bench,serve]'
 
 (cd tests/js && npm ci --no-audit --no-fund --loglevel=error)
 
-# The viewer test (tests/web) drives Debian's Chromium, headless.
+# The browser tests (tests/web: the in-node viewer, and the editor served by `unidit serve`) drive Debian's
+# Chromium, headless.
 if [ ! -x /usr/bin/chromium ]; then
   if [ "$(id -u)" -eq 0 ]; then
     apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium

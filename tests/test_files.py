@@ -69,3 +69,20 @@ def test_prefixes_cannot_leave_the_output_folder(tmp_path):
     (tmp_path / "out" / "link").symlink_to(outside)
     with pytest.raises(ValueError, match="leads outside"):
         files.numbered_output(tmp_path / "out", "link/x", "png")
+
+
+def test_store_unique_reuses_the_same_bytes_and_numbers_other_bytes(tmp_path):
+    first = files.store_unique(tmp_path / "up", "pic.png", b"red")
+    assert files.store_unique(tmp_path / "up", "pic.png", b"red") == first == tmp_path / "up" / "pic.png"
+    assert files.store_unique(tmp_path / "up", "pic.png", b"blue").name == "pic (1).png"
+    assert files.store_unique(tmp_path / "up", "pic.png", b"green").name == "pic (2).png"
+    assert files.store_unique(tmp_path / "up", "pic.png", b"blue").name == "pic (1).png"
+    assert first.read_bytes() == b"red"
+    with pytest.raises(FileExistsError, match="no free name"):
+        files.store_unique(tmp_path / "up", "pic.png", b"black", attempts=3)
+
+
+def test_replace_atomic_replaces_and_leaves_no_temporary_file(tmp_path):
+    path = files.replace_atomic(tmp_path / "settings" / "s.json", b"{}")
+    assert files.replace_atomic(path, b'{"a": 1}') == path
+    assert path.read_bytes() == b'{"a": 1}' and os.listdir(path.parent) == ["s.json"]

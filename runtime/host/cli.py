@@ -69,6 +69,7 @@ def _add_run(subparsers) -> None:
 
 def _run_run(args) -> int:
     from .run import run_workflow
+    from .terminal import finish
     from .workflow import WorkflowError
 
     try:
@@ -81,15 +82,79 @@ def _run_run(args) -> int:
             for entry in ui.get(key, []):
                 folder = args.out if entry.get("type", "output") == "output" else Path("temp")
                 print(folder / entry.get("subfolder", "") / entry["filename"])
-    if result.status == "error":
-        error = result.error
-        print(f"error in node {error['node_id']} ({error['node_type']}): {error['exception_type']}: "
-              f"{error['exception_message']}", file=sys.stderr)
-        return 1
-    if result.status == "interrupted":
-        print("interrupted", file=sys.stderr)
-        return 130
+    return finish(result.status, result.error)
+
+
+def _add_serve(subparsers) -> None:
+    serve = subparsers.add_parser("serve", help="the ComfyUI editor and ComfyUI's HTTP API, without ComfyUI",
+                                  description="Serve the ComfyUI graph editor with UniDiT's nodes and example "
+                                              "workflows, and the part of ComfyUI's HTTP/WebSocket API that the "
+                                              "editor and scripts use. Needs the 'serve' extra.")
+    serve.add_argument("--listen", default="127.0.0.1", metavar="ADDRESS",
+                       help="address to listen on (default: %(default)s; there is no authentication, so only "
+                            "listen on other interfaces in a trusted network)")
+    serve.add_argument("--port", type=int, default=8188, help="port (default: %(default)s)")
+    serve.add_argument("--output-directory", type=Path, metavar="DIR", default=Path("output"),
+                       help="where outputs are written (default: %(default)s)")
+    serve.add_argument("--input-directory", type=Path, metavar="DIR", default=Path("input"),
+                       help="input images (default: %(default)s; the examples' inputs are copied in)")
+    serve.add_argument("--temp-directory", type=Path, metavar="DIR", default=Path("temp"),
+                       help="previews (default: %(default)s)")
+    serve.add_argument("--user-directory", type=Path, metavar="DIR", default=Path("user"),
+                       help="the editor's settings and saved workflows (default: %(default)s)")
+    serve.add_argument("--models", type=Path, action="append", default=[], metavar="DIR",
+                       help="another folder of model bundles, searched before the pack's models/ (repeat for more)")
+    serve.add_argument("--max-upload-size", type=float, default=100.0, metavar="MB",
+                       help="largest request body in MB (default: %(default)s)")
+    serve.set_defaults(handler=_run_serve)
+
+
+def _run_serve(args) -> int:
+    from .frontend import FrontendMissing
+    from .server import ServerConfig, run_server
+
+    config = ServerConfig(listen=args.listen, port=args.port, output_directory=args.output_directory,
+                          input_directory=args.input_directory, temp_directory=args.temp_directory,
+                          user_directory=args.user_directory, models_directories=args.models,
+                          max_upload_size_mb=args.max_upload_size)
+    try:
+        run_server(config)
+    except FrontendMissing as problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    except OSError as problem:  # e.g. the port is taken
+        print(f"error: cannot serve on {args.listen}:{args.port}: {problem.strerror or problem}", file=sys.stderr)
+        return 2
     return 0
+
+
+def _add_submit(subparsers) -> None:
+    submit = subparsers.add_parser("submit", help="run a workflow on a ComfyUI-compatible server",
+                                   description="Queue a workflow (UI or API format) on `unidit serve` or ComfyUI, "
+                                               "show its progress, download its outputs and list them.")
+    submit.add_argument("workflow", type=Path, help="workflow .json file")
+    submit.add_argument("--server", default="http://127.0.0.1:8188", metavar="URL", help="server URL (default: %(default)s)")
+    submit.add_argument("--out", type=Path, default=Path("output"), metavar="DIR",
+                        help="folder for the downloaded outputs (default: %(default)s)")
+    submit.add_argument("--set", dest="overrides", action="append", default=[], metavar="NODE.INPUT=VALUE",
+                        help="change an input before queueing, as for `unidit run`")
+    submit.add_argument("--timeout", type=float, default=None, metavar="SECONDS", help="give up after this many seconds")
+    submit.set_defaults(handler=_run_submit)
+
+
+def _run_submit(args) -> int:
+    from .submit import SubmitError, submit
+    from .terminal import finish
+    from .workflow import WorkflowError
+
+    try:
+        result = submit(args.workflow, args.server, args.out, args.overrides, timeout=args.timeout)
+    except (SubmitError, WorkflowError) as problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    for path in result.files:
+        print(path)
+    return finish(result.status, result.error)
 
 
 def _add_train(subparsers) -> None:
@@ -120,11 +185,16 @@ def _run_train(args) -> int:
     work = args.work or Path("runs") / args.preset
     if args.lora_rank is not None:
         base = args.base or SHIPPED_BUNDLE
-        bundle = fine_tune_lora(ModelBundle.load(base), preset, work, args.lora_rank, args.seed)
         out = args.out or work / f"{base.stem}-lora{args.lora_rank}.safetensors"
     else:
-        bundle = train_bundle(preset, work, args.seed)
         out = args.out or (SHIPPED_BUNDLE if preset.name == "toyworld" else work / f"unidit-{preset.name}.safetensors")
+    if out.exists() and not args.overwrite:
+        print(f"error: {out} exists; pass --overwrite to replace it, or choose another --out", file=sys.stderr)
+        return 2
+    if args.lora_rank is not None:
+        bundle = fine_tune_lora(ModelBundle.load(base), preset, work, args.lora_rank, args.seed)
+    else:
+        bundle = train_bundle(preset, work, args.seed)
     bundle.save(out, overwrite=args.overwrite)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
     print(json.dumps(bundle.info, indent=2))
@@ -164,6 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_demo(subparsers)
     _add_run(subparsers)
+    _add_serve(subparsers)
+    _add_submit(subparsers)
     _add_train(subparsers)
     _add_eval(subparsers)
     _add_bench(subparsers)

@@ -5,10 +5,9 @@ import shutil
 from pathlib import Path
 from typing import Optional
 
-from tqdm import tqdm
-
 from .. import comfy_bridge
 from .executor import ExecutionResult, Executor, validate_prompt
+from .terminal import ProgressDisplay, rejection_text
 from .workflow import WorkflowError, apply_overrides, is_ui_workflow, load_workflow, to_api_prompt
 
 PACK_ROOT = Path(__file__).resolve().parents[2]
@@ -41,13 +40,7 @@ def prepare_input_directory(folder: Path) -> None:
 
 class ValidationFailed(WorkflowError):
     def __init__(self, validation):
-        lines = [validation.error["message"] + (f": {validation.error['details']}"
-                                                if validation.error.get("details") else "")]
-        for node_id, entry in validation.node_errors.items():
-            for problem in entry["errors"]:
-                lines.append(f"  node {node_id} ({entry['class_type']}): {problem['message']}"
-                             + (f" [{problem['details']}]" if problem.get("details") else ""))
-        super().__init__("\n".join(lines))
+        super().__init__(rejection_text(validation.error, validation.node_errors))
         self.validation = validation
 
 
@@ -72,26 +65,9 @@ def run_workflow(path: Path, output_dir: Path, overrides: Optional[list] = None,
         comfy_bridge.release_host(services_token)
     if not validation.ok:
         raise ValidationFailed(validation)
-    bars: dict = {}
-
-    def show(event: str, data: dict) -> None:
-        if not progress:
-            return
-        if event == "executing":
-            title = (prompt[data["node"]].get("_meta") or {}).get("title", prompt[data["node"]]["class_type"])
-            tqdm.write(f"#{data['node']} {title}")
-        elif event == "progress":
-            bar = bars.get(data["node"])
-            if bar is None or bar.total != data["max"]:
-                bar = bars[data["node"]] = tqdm(total=data["max"], desc=f"  #{data['node']}", leave=False,
-                                                dynamic_ncols=True)
-            bar.update(data["value"] - bar.n)
-        elif event == "execution_cached" and data["nodes"]:
-            tqdm.write(f"cached: {', '.join(data['nodes'])}")
-
+    display = ProgressDisplay(prompt, progress)
     extra = {"extra_pnginfo": {"workflow": workflow}} if is_ui_workflow(workflow) else {}
     try:
-        return executor.execute(validation.prompt, path.stem, validation.outputs, extra, show)
+        return executor.execute(validation.prompt, path.stem, validation.outputs, extra, display.show)
     finally:
-        for bar in bars.values():
-            bar.close()
+        display.close()

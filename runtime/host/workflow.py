@@ -2,8 +2,9 @@
 
 The API format is what servers execute: ``{id: {"class_type", "inputs": {name: value | [source_id, slot]}}}``.
 The UI format (LiteGraph, version 0.4) stores nodes with positional ``widgets_values`` and a link table; the
-editor converts it with knowledge of each node's widgets, and so does :func:`ui_to_api`, from the classes'
-``INPUT_TYPES``:
+editor converts it with knowledge of each node's widgets, and so does :func:`ui_to_api`, from each node's input
+declarations: a node class's ``INPUT_TYPES``, or the ``/object_info`` entry of any ComfyUI-compatible server
+(so ``unidit submit`` converts for the server it talks to):
 
 - widgets are the inputs of type INT, FLOAT, STRING, BOOLEAN or a combo list (not ``forceInput``), in declared
   order (required, then optional); an INT with ``control_after_generate`` is followed by its control value
@@ -45,10 +46,19 @@ def is_ui_workflow(data: dict) -> bool:
     return isinstance(data.get("nodes"), list) and "links" in data
 
 
-def widget_slots(cls) -> list:
-    """(input name or None, is_extra) for every entry of a node's ``widgets_values``."""
+def declared_inputs(definition) -> dict:
+    """The input declarations of a node: from its class (``INPUT_TYPES``) or from its ``/object_info`` entry."""
+    if isinstance(definition, dict):
+        declared = definition.get("input") or {}
+        return {section: dict(declared.get(section) or {}) for section in ("required", "optional", "hidden")}
+    return node_inputs(definition)
+
+
+def widget_slots(definition) -> list:
+    """The input name stored at each position of a node's ``widgets_values`` (None for the values of the
+    editor's extra widgets: seed controls, upload buttons). ``definition``: a node class or its object_info entry."""
     slots = []
-    declared = node_inputs(cls)
+    declared = declared_inputs(definition)
     for section in ("required", "optional"):
         for name, spec in declared[section].items():
             kind, options = input_spec(spec)
@@ -63,8 +73,9 @@ def widget_slots(cls) -> list:
 
 
 def ui_to_api(workflow: dict, nodes: dict, display_names: dict | None = None) -> dict:
-    """Convert a UI-format workflow to an API prompt (see the module docstring). Untitled nodes are titled by
-    ``display_names`` (class type -> display name), as the editor does."""
+    """Convert a UI-format workflow to an API prompt (see the module docstring). ``nodes`` maps class types to
+    node classes or to their object_info entries. Untitled nodes are titled by ``display_names`` (class type ->
+    display name), as the editor does."""
     display_names = display_names or {}
     by_id = {}
     for node in workflow["nodes"]:

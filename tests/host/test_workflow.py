@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from unidit.runtime import comfy_bridge
+from unidit.runtime.host.node_info import node_info
 from unidit.runtime.host.run import standalone_display_names, standalone_nodes
 from unidit.runtime.host.workflow import WorkflowError, apply_overrides, ui_to_api, widget_slots
 from fake_nodes import NODES
@@ -35,6 +35,16 @@ def test_ui_workflow_converts_exactly_to_its_api_twin(path):
     api = json.loads((path.parent / "api" / path.name).read_text())
     assert ui["version"] == 0.4 and any(n["type"] == "Note" for n in ui["nodes"]) and ui["groups"]
     assert ui_to_api(ui, standalone_nodes(), standalone_display_names()) == api
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_a_servers_object_info_converts_like_the_node_classes(path):
+    """`unidit submit` converts with the definitions a server sends; they give the same prompt."""
+    nodes = standalone_nodes()
+    definitions = {name: json.loads(json.dumps(node_info(name, cls, name, "custom_nodes.unidit")))
+                   for name, cls in nodes.items()}
+    ui = json.loads(path.read_text())
+    assert ui_to_api(ui, definitions, standalone_display_names()) == ui_to_api(ui, nodes, standalone_display_names())
 
 
 def test_committed_files_are_what_the_builder_writes():

@@ -7,7 +7,7 @@
 // data-unidit-error="message" when loading failed). Output: a JSON array of {url, out, ready, error, seconds,
 // pageErrors, consoleErrors}; exit status 0 even when a page failed (the caller asserts), 2 on bad usage or
 // when the browser cannot start. CHROMIUM overrides the browser path (default /usr/bin/chromium).
-import { chromium } from "playwright-core";
+import { launchBrowser } from "./browser.mjs";
 
 const TIMEOUT_MS = 60_000;
 const args = process.argv.slice(2);
@@ -16,18 +16,7 @@ if (args.length === 0 || args.length % 2 !== 0) {
   process.exit(2);
 }
 
-let browser;
-try {
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    headless: true,
-    args: ["--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
-           "--disable-background-networking"],
-  });
-} catch (error) {
-  console.error(`cannot start Chromium: ${error.message}`);
-  process.exit(2);
-}
+const browser = await launchBrowser();
 
 const results = [];
 for (let i = 0; i < args.length; i += 2) {

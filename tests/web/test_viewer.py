@@ -12,10 +12,6 @@ from __future__ import annotations
 
 import functools
 import http.server
-import json
-import os
-import shutil
-import subprocess
 import threading
 from pathlib import Path
 from urllib.parse import parse_qs, quote, urlencode
@@ -29,13 +25,10 @@ from unidit.runtime.gaussians.ply import ply_bytes
 from unidit.runtime.gaussians.shapes import sphere_splats, torus_splats
 from unidit.runtime.gaussians.splat_file import splat_file_bytes
 from unidit.runtime.gaussians.spz import spz_bytes
+from browser_testing import ARTIFACTS as ALL_ARTIFACTS, REPO, require_browser, run_browser_script
 
-REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).parent
-JS_TOOLS = REPO / "tests" / "js"
-ARTIFACTS = REPO / "test-artifacts" / "viewer"
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-SETUP_HINT = "run `bash scripts/test.sh`, which installs Chromium and the Node packages of tests/js"
+ARTIFACTS = ALL_ARTIFACTS / "viewer"
 
 # name: (shape, kind, format)
 CASES = {
@@ -96,12 +89,7 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def screenshots(tmp_path_factory):
     """{case name: screenshot result of tests/js/screenshot.mjs, plus `image` as an [H, W, 3] uint8 array}."""
-    node = shutil.which("node")
-    if not Path(CHROMIUM).is_file():
-        pytest.fail(f"the viewer test needs Chromium at {CHROMIUM}: {SETUP_HINT}")
-    if node is None or not (JS_TOOLS / "node_modules" / "playwright-core").is_dir():
-        pytest.fail(f"the viewer test needs Node.js and tests/js/node_modules/playwright-core: {SETUP_HINT}")
-
+    require_browser("the viewer test")
     files = tmp_path_factory.mktemp("viewer_files")
     for name, case in CASES.items():
         (files / name).write_bytes(file_bytes(*case))
@@ -121,13 +109,10 @@ def screenshots(tmp_path_factory):
         pairs = []
         for name, page in pages.items():
             pairs += [f"http://127.0.0.1:{server.server_port}/{page}", str(ARTIFACTS / f"{name}.png")]
-        done = subprocess.run([node, str(JS_TOOLS / "screenshot.mjs"), *pairs], capture_output=True, text=True,
-                              timeout=600, cwd=JS_TOOLS, env={**os.environ, "CHROMIUM": CHROMIUM})
+        results = dict(zip(pages, run_browser_script("screenshot.mjs", pairs, timeout=600)))
     finally:
         server.shutdown()
         server.server_close()
-    assert done.returncode == 0, f"screenshot.mjs failed: {done.stderr[-2000:]}\n{SETUP_HINT} if Chromium is missing"
-    results = dict(zip(pages, json.loads(done.stdout)))
     for result in results.values():
         result["image"] = np.asarray(Image.open(result["out"]).convert("RGB")) if result["ready"] else None
     return results

@@ -1,0 +1,71 @@
+"""What `unidit run` and `unidit submit` show on the terminal (on stderr; stdout lists the output files).
+
+:class:`ProgressDisplay`: each node's title as it starts, a bar per node that reports progress (the sampler's
+steps), and the nodes whose outputs were cached, fed with ComfyUI's execution events (``executing``,
+``progress``, ``execution_cached``), which the executor and a server's WebSocket both produce.
+:func:`rejection_text` words a refused prompt (ComfyUI's ``error`` and ``node_errors``); :func:`finish` reports
+how a prompt ended and gives the command's exit status.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+from tqdm import tqdm
+
+
+class ProgressDisplay:
+    """Shows one prompt's progress; ``prompt`` (API format) gives the nodes' titles."""
+
+    def __init__(self, prompt: dict, enabled: bool = True):
+        self.prompt, self.enabled = prompt, enabled
+        self.bars: dict = {}
+
+    def show(self, event: str, data: dict) -> None:
+        if not self.enabled:
+            return
+        if event == "executing" and data.get("node") is not None:
+            self.close()  # the previous node is done
+            node = self.prompt.get(data["node"], {})
+            title = (node.get("_meta") or {}).get("title", node.get("class_type", "?"))
+            tqdm.write(f"#{data['node']} {title}", file=sys.stderr)
+        elif event == "progress":
+            bar = self.bars.get(data.get("node"))
+            if bar is None or bar.total != data["max"]:
+                bar = self.bars[data.get("node")] = tqdm(total=data["max"], desc=f"  #{data.get('node')}",
+                                                         leave=False, dynamic_ncols=True, file=sys.stderr)
+            bar.update(data["value"] - bar.n)
+        elif event == "execution_cached" and data.get("nodes"):
+            tqdm.write(f"cached: {', '.join(data['nodes'])}", file=sys.stderr)
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+        self.bars.clear()
+
+
+def rejection_text(error, node_errors) -> str:
+    """Why a prompt was refused: ComfyUI's ``error`` (an object, or any value a server sent) and each of its
+    ``node_errors``, one per line."""
+    if isinstance(error, dict):
+        lines = [str(error.get("message", "rejected")) + (f": {error['details']}" if error.get("details") else "")]
+    else:
+        lines = [str(error or "rejected")[:500]]
+    for node_id, entry in (node_errors if isinstance(node_errors, dict) else {}).items():
+        for problem in entry.get("errors", []) if isinstance(entry, dict) else []:
+            lines.append(f"  node {node_id} ({entry.get('class_type', '?')}): {problem.get('message', '')}"
+                         + (f" [{problem['details']}]" if problem.get("details") else ""))
+    return "\n".join(lines)
+
+
+def finish(status: str, error: Optional[dict]) -> int:
+    """Report how a prompt ended (``status``: success, error or interrupted; ``error``: the data of ComfyUI's
+    ``execution_error``) on stderr; returns the exit status: 0, 1 for an error, 130 when interrupted."""
+    if status == "error":
+        print(f"error in node {error.get('node_id')} ({error.get('node_type')}): {error.get('exception_type')}: "
+              f"{error.get('exception_message')}", file=sys.stderr)
+        return 1
+    if status == "interrupted":
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0

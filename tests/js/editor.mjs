@@ -1,0 +1,130 @@
+// Uses the ComfyUI editor served by `unidit serve` in headless Chromium, as a person would on a first start.
+//
+//   node tests/js/editor.mjs URL SCREENSHOT.png QUEUED_WORKFLOW WORKFLOW [WORKFLOW ...]
+//
+// 1. Opens URL and waits until the editor has started and the first-start template browser shows; records its
+//    text and how many of its images loaded (the pack's template thumbnails), then closes it.
+// 2. Loads each WORKFLOW from the pack's templates (/api/workflow_templates/unidit/NAME.json) and records the
+//    node types the editor reports missing (to its afterConfigureGraph hook), any "Missing node" notice and any
+//    dialog that opens.
+// 3. Loads QUEUED_WORKFLOW, presses Run, waits until a node shows an output image, fits the graph into view
+//    and screenshots the page to SCREENSHOT.png.
+//
+// Meanwhile it records every console error, page error, request that failed or answered 400 or more, and
+// request to another origin. Output: one JSON object (see `result` below); exit status 0 even when a step
+// failed (the caller asserts), 2 on bad usage or when the browser cannot start. CHROMIUM overrides the browser
+// path (default /usr/bin/chromium).
+import { launchBrowser } from "./browser.mjs";
+
+const START_MS = 120_000;
+const RUN_MS = 600_000;
+const [url, screenshot, queued, ...workflows] = process.argv.slice(2);
+if (!url || !screenshot || !queued || workflows.length === 0) {
+  console.error("usage: node editor.mjs URL SCREENSHOT.png QUEUED_WORKFLOW WORKFLOW [WORKFLOW ...]");
+  process.exit(2);
+}
+
+const browser = await launchBrowser();
+
+const origin = new URL(url).origin;
+const result = {
+  started: false, startSeconds: 0, templateBrowser: null, workflows: {}, queued: null, screenshot: null,
+  failedRequests: [], unreadBodies: [], otherOrigins: [], consoleErrors: [], pageErrors: [],
+  error: null,
+};
+const page = await browser.newPage({ viewport: { width: 1600, height: 1000 } });
+page.on("pageerror", (error) => result.pageErrors.push(String(error)));
+page.on("console", (message) => {
+  if (message.type() === "error") result.consoleErrors.push(`${message.text()} (${message.location().url})`);
+});
+page.on("request", (request) => {
+  if (!request.url().startsWith(origin) && !/^(data|blob):/.test(request.url())) {
+    result.otherOrigins.push(request.url());
+  }
+});
+page.on("response", (response) => {
+  if (response.status() >= 400) {
+    result.failedRequests.push(`${response.request().method()} ${response.url()}: HTTP ${response.status()}`);
+  }
+});
+page.on("requestfailed", async (request) => {
+  // Chromium cancels a response whose body the page never reads (fire-and-forget POSTs of settings) and
+  // reports it as failed although the server answered: those count as answered, with their status.
+  const response = await request.response().catch(() => null);
+  const line = `${request.method()} ${request.url()}: ${request.failure()?.errorText}`;
+  if (response && response.status() < 400) result.unreadBodies.push(`${line} after HTTP ${response.status()}`);
+  else if (!response) result.failedRequests.push(line);
+});
+
+// In the page: load a workflow of the pack's templates as the template browser does, and report what the
+// editor found missing.
+async function loadTemplate(name) {
+  const response = await fetch(`/api/workflow_templates/unidit/${name}.json`);
+  if (!response.ok) return { error: `HTTP ${response.status}` };
+  const workflow = await response.json();
+  const missing = [];
+  window.__uniditMissing = missing;
+  await window.app.loadGraphData(workflow, true, true, name);
+  await new Promise((resolve) => setTimeout(resolve, 1000)); // notices appear after the graph is configured
+  const registered = window.LiteGraph?.registered_node_types ?? {};
+  return {
+    missingNodeTypes: missing.map((entry) => (typeof entry === "string" ? entry : entry.type)),
+    missingNotice: /missing node/i.test(document.body.innerText),
+    dialogs: [...document.querySelectorAll("[role=dialog]")].map((dialog) => dialog.innerText.slice(0, 200)),
+    nodes: window.app.graph.nodes.length,
+    expectedNodes: workflow.nodes.length,
+    unregistered: window.app.graph.nodes.map((node) => node.type).filter((type) => !(type in registered)),
+  };
+}
+
+try {
+  const start = performance.now();
+  await page.goto(url);
+  await page.waitForFunction(() => window.app?.graph && window.app?.canvas && window.app.api?.clientId,
+                             null, { timeout: START_MS });
+  result.started = true;
+  result.startSeconds = (performance.now() - start) / 1000;
+
+  const templates = page.locator("[role=dialog]", { hasText: "Templates" });
+  const shown = await templates.waitFor({ timeout: 30_000 }).then(() => true, () => false);
+  await page.waitForFunction(() => { // thumbnails arrive, then decode
+    const images = [...document.querySelectorAll("[role=dialog] img")];
+    return images.length > 0 && images.every((image) => image.complete && image.naturalWidth > 0);
+  }, null, { timeout: 20_000 }).catch(() => {}); // what loaded by then is recorded below
+  result.templateBrowser = shown && await templates.evaluate((dialog) => ({
+    text: dialog.innerText,
+    images: [...dialog.querySelectorAll("img")].length,
+    loadedImages: [...dialog.querySelectorAll("img")].filter((image) => image.complete && image.naturalWidth > 0)
+      .length,
+  }));
+  await page.keyboard.press("Escape");
+  await templates.waitFor({ state: "detached", timeout: 10_000 }).catch(() => {});
+
+  await page.evaluate(() => window.app.registerExtension({
+    name: "unidit.test.missingNodes",
+    afterConfigureGraph(missing) { window.__uniditMissing?.push(...(missing ?? [])); },
+  }));
+  for (const name of workflows) result.workflows[name] = await page.evaluate(loadTemplate, name);
+
+  result.queued = { workflow: queued, ...(await page.evaluate(loadTemplate, queued)) };
+  const runStart = performance.now();
+  await page.getByRole("button", { name: "Run", exact: true }).click();
+  const shownNode = await page.waitForFunction(() => { // an output image (previews while sampling are blobs)
+    const node = window.app.graph.nodes.find((candidate) => candidate.imgs?.[0]?.src.includes("/view?")
+                                                            && candidate.imgs[0].complete
+                                                            && candidate.imgs[0].naturalWidth > 0);
+    return node && { id: String(node.id), type: node.type, src: node.imgs[0].src,
+                     width: node.imgs[0].naturalWidth, height: node.imgs[0].naturalHeight };
+  }, null, { timeout: RUN_MS, polling: 250 });
+  Object.assign(result.queued, await shownNode.jsonValue(), { seconds: (performance.now() - runStart) / 1000 });
+  await page.evaluate(() => window.app.extensionManager.command.execute("Comfy.Canvas.FitView"));
+  await page.waitForTimeout(2000); // the view glides there
+  await page.screenshot({ path: screenshot });
+  result.screenshot = screenshot;
+  await page.waitForLoadState("networkidle");
+} catch (error) {
+  result.error = String(error);
+}
+await page.close(); // after the page is gone, nothing more is recorded
+await browser.close();
+console.log(JSON.stringify(result, null, 2));

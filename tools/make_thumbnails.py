@@ -1,0 +1,99 @@
+"""Make the template thumbnails of the example workflows: ``workflows/<name>.jpg``, which the editor shows on the
+pack's template cards (it asks `unidit serve` and ComfyUI for ``/api/workflow_templates/unidit/<name>.jpg``).
+
+Each thumbnail is what its workflow makes with the shipped bundle: the first frame of every image or video it
+decodes, and a front view of every splat, in a square grid. The workflow's API twin (``workflows/api/<name>.json``)
+runs up to those decoders only, with a core Preview Image node added after each (and a Render Splat node
+before the previews of splats).
+
+    python tools/make_thumbnails.py [--models DIR]   # run it again whenever the shipped bundle changes
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import tempfile
+from pathlib import Path
+
+from PIL import Image
+
+from unidit.runtime import comfy_bridge
+from unidit.runtime.host.executor import Executor, validate_prompt
+from unidit.runtime.host.run import prepare_input_directory, standalone_nodes
+from unidit.runtime.host.workflow import load_workflow
+from unidit.runtime.host.terminal import finish, rejection_text
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKFLOWS = ROOT / "workflows"
+SIZE = 256                        # the thumbnail's width and height, px
+FRONT_VIEW = {"frames": 1, "width": SIZE, "height": SIZE, "elevation": 20.0, "distance": 2.0,
+              "background": "white"}
+
+
+def with_previews(prompt: dict) -> tuple[dict, list]:
+    """``prompt`` with a Preview Image after every decoder (a Render Splat first for splats), and their ids."""
+    prompt = dict(prompt)
+    previews = []
+    for node_id, node in sorted(prompt.items(), key=lambda item: (len(item[0]), item[0])):
+        source = [node_id, 0]
+        if node["class_type"] == "UniDiTDecodeSplat":
+            prompt[f"render_{node_id}"] = {"class_type": "UniDiTRenderSplat", "inputs": {"splat": source, **FRONT_VIEW}}
+            source = [f"render_{node_id}", 0]
+        elif node["class_type"] != "UniDiTDecode":
+            continue
+        previews.append(f"preview_{node_id}")
+        prompt[previews[-1]] = {"class_type": "PreviewImage", "inputs": {"images": source}}
+    return prompt, previews
+
+
+def thumbnail(name: str, executor: Executor) -> Image.Image:
+    prompt, previews = with_previews(load_workflow(WORKFLOWS / "api" / f"{name}.json"))
+    if not previews:
+        raise SystemExit(f"{name}: the workflow decodes nothing to show")
+    token = comfy_bridge.use_host(executor.services)  # LoadImage checks its image in the host's input folder
+    try:
+        validation = validate_prompt(prompt, executor.nodes, previews)
+    finally:
+        comfy_bridge.release_host(token)
+    if not validation.ok:
+        raise SystemExit(f"{name}: {rejection_text(validation.error, validation.node_errors)}")
+    result = executor.execute(validation.prompt, name, validation.outputs)
+    if result.status != "success":
+        finish(result.status, result.error)
+        raise SystemExit(f"{name}: the workflow did not run")
+    temp = executor.services.temp_directory
+    tiles = []
+    for preview in previews:
+        first = result.outputs[preview]["images"][0]
+        with Image.open(temp / first["subfolder"] / first["filename"]) as frame:
+            tiles.append(frame.convert("RGB"))
+    columns = math.ceil(math.sqrt(len(tiles)))
+    size = SIZE // columns
+    sheet = Image.new("RGB", (SIZE, SIZE), "white")
+    for index, tile in enumerate(tiles):
+        position = (index % columns * size, index // columns * size)
+        sheet.paste(tile.resize((size, size), Image.Resampling.LANCZOS), position)
+    return sheet
+
+
+def main(argv: list | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", type=Path, action="append", default=[],
+                        help="a folder of bundles searched before the pack's models/ (for trying a stand-in)")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as work:
+        work = Path(work)
+        prepare_input_directory(work / "input")
+        executor = Executor(standalone_nodes(), comfy_bridge.HostServices(
+            output_directory=work / "output", input_directory=work / "input", temp_directory=work / "temp",
+            models_directories=args.models))
+        for workflow in sorted(WORKFLOWS.glob("*.json")):
+            path = workflow.with_suffix(".jpg")
+            thumbnail(workflow.stem, executor).save(path, quality=90)
+            print(path, file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
