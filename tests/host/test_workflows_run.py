@@ -38,7 +38,7 @@ def files_of(result, out: Path, kind: str) -> list:
 
 
 def check_colour(path: Path, colour: str):
-    image = torch.from_numpy(np.asarray(Image.open(path).convert("RGB"))).float() / 255
+    image = torch.from_numpy(np.array(Image.open(path).convert("RGB"))).float() / 255
     assert image.shape == (64, 64, 3)
     assert dominant_colour(image, object_mask(image)) == colour
 
@@ -79,7 +79,7 @@ def test_workflow_runs_and_its_outputs_mean_what_was_asked(name, fmt, tmp_path):
         video = check_video(mp4, 9)
         assert (video[-1] - video[0]).abs().mean() > 0.005  # something moves
         if name == "image_to_video":
-            given = torch.from_numpy(np.asarray(Image.open(tmp_path / "input" / "unidit_example.png"))).float() / 255
+            given = torch.from_numpy(np.array(Image.open(tmp_path / "input" / "unidit_example.png"))).float() / 255
             assert psnr(video[0], given[..., :3]) > 22  # frame 0 is the input image
     elif name in ("text_to_3d", "image_to_3d"):
         [ply] = files_of(result, out, "ply")
