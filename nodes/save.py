@@ -70,6 +70,15 @@ class UniDiTSaveVideo:
         return {"ui": {"images": [_file_entry(path, subfolder)], "animated": [True]}}
 
 
+def _save_3d(files, filename_prefix: str, kind: str, format: str) -> dict:
+    """Write each file's bytes as the next numbered output; the ui entries open in the node's 3D viewer."""
+    entries = []
+    for data in files:
+        path, subfolder = save_output(comfy_bridge.output_directory(), filename_prefix, format, data)
+        entries.append(_file_entry(path, subfolder, kind=kind, format=format))
+    return {"ui": {"unidit_3d": entries}}
+
+
 class UniDiTSaveSplat:
     DESCRIPTION = ("Saves a Gaussian splat as 3DGS PLY (SuperSplat, Blender add-ons, most viewers), SPZ (compact) "
                    "or .splat, with a 3D viewer in the node.")
@@ -85,12 +94,8 @@ class UniDiTSaveSplat:
 
     def save(self, splat, format, filename_prefix):
         splats = splat_from_comfy(splat)
-        entries = []
-        for item in range(splats.batch_size):
-            data = SPLAT_WRITERS[format](splats.item(item))
-            path, subfolder = save_output(comfy_bridge.output_directory(), filename_prefix, format, data)
-            entries.append(_file_entry(path, subfolder, kind="splat", format=format))
-        return {"ui": {"unidit_3d": entries}}
+        files = (SPLAT_WRITERS[format](splats.item(item)) for item in range(splats.batch_size))
+        return _save_3d(files, filename_prefix, "splat", format)
 
 
 class UniDiTSaveMesh:
@@ -107,9 +112,5 @@ class UniDiTSaveMesh:
                              "filename_prefix": _prefix("UniDiT")}}
 
     def save(self, mesh, format, filename_prefix):
-        entries = []
-        for item in meshes_from_comfy(mesh):
-            path, subfolder = save_output(comfy_bridge.output_directory(), filename_prefix, format,
-                                          mesh_bytes(item, format))
-            entries.append(_file_entry(path, subfolder, kind="mesh", format=format))
-        return {"ui": {"unidit_3d": entries}}
+        files = (mesh_bytes(item, format) for item in meshes_from_comfy(mesh))
+        return _save_3d(files, filename_prefix, "mesh", format)

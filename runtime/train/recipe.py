@@ -180,15 +180,21 @@ def _summary(history: list, seconds: float) -> dict:
 KL_WEIGHT = 1e-4
 
 
+def autoencoder_clips(preset: Preset, generator: torch.Generator) -> list:
+    """One batch for the autoencoder stages: still images as one-frame clips [N, 1, H, W, 3], then videos."""
+    images, videos = preset.autoencoder_batch
+    clips = [toyworld.render_images(toyworld.sample_scenes(images, generator), preset.world).rgb.unsqueeze(1)]
+    if videos:
+        scenes = toyworld.sample_scenes(videos, generator, with_motion=True)
+        clips.append(toyworld.render_videos(scenes, preset.world).rgb)
+    return clips
+
+
 def autoencoder_step(bundle: ModelBundle, preset: Preset):
     autoencoder = bundle.autoencoder
-    images, videos = preset.autoencoder_batch
 
     def step(index: int, generator: torch.Generator) -> dict:
-        clips = [toyworld.render_images(toyworld.sample_scenes(images, generator), preset.world).rgb.unsqueeze(1)]
-        if videos:
-            scenes = toyworld.sample_scenes(videos, generator, with_motion=True)
-            clips.append(toyworld.render_videos(scenes, preset.world).rgb)
+        clips = autoencoder_clips(preset, generator)
         reconstruction = kl = 0.0
         for rgb in clips:
             pixels = to_pixels(rgb)
@@ -205,13 +211,9 @@ def autoencoder_step(bundle: ModelBundle, preset: Preset):
 def decoder_step(bundle: ModelBundle, preset: Preset):
     """Reconstruction from the (fixed) encoder's posterior means."""
     autoencoder = bundle.autoencoder
-    images, videos = preset.autoencoder_batch
 
     def step(index: int, generator: torch.Generator) -> dict:
-        clips = [toyworld.render_images(toyworld.sample_scenes(images, generator), preset.world).rgb.unsqueeze(1)]
-        if videos:
-            scenes = toyworld.sample_scenes(videos, generator, with_motion=True)
-            clips.append(toyworld.render_videos(scenes, preset.world).rgb)
+        clips = autoencoder_clips(preset, generator)
         loss = 0.0
         for rgb in clips:
             pixels = to_pixels(rgb)
