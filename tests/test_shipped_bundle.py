@@ -45,7 +45,8 @@ def test_the_shipped_bundle_round_trips(shipped, tmp_path):
     assert torch.equal(sample_images(shipped, ["a red sphere"], steps=4), sample_images(copy, ["a red sphere"], steps=4))
 
 
-@pytest.mark.parametrize("colour, shape", [("red", "sphere"), ("blue", "sphere"), ("green", "cube"), ("purple", "cone")])
+@pytest.mark.parametrize("colour, shape",
+                         [("red", "sphere"), ("blue", "sphere"), ("green", "cube"), ("purple", "cone")])
 def test_the_object_has_the_prompted_colour(shipped, colour, shape):
     images = sample_images(shipped, [f"a {colour} {shape}"] * 4, seed=7)
     for image in images:
