@@ -3,6 +3,9 @@
 //   {"ui": {"unidit_3d": [{filename, subfolder, type, kind: "splat" | "mesh", format}]}}
 // and the node shows the newest file, fetched from the server's /view route.
 //
+// Where the core sampling nodes do not exist (`unidit serve`), it also opens the pack's text -> image workflow in
+// place of the frontend's default graph, which could only show missing nodes there.
+//
 // ComfyUI imports every *.js under web/, so this is the only .js file; the viewer (web/viewer/viewer.mjs, with
 // three.js and Spark vendored next to it) is imported on the first output, not when the editor starts.
 import { app } from "../../scripts/app.js";
@@ -12,6 +15,15 @@ const VIEWER_NODES = new Set(["UniDiTSaveSplat", "UniDiTSaveMesh"]);
 const VIEWER_MODULE = new URL("./viewer/viewer.mjs", import.meta.url).href;
 const BACKGROUND = "#202020";
 const MIN_HEIGHT = 240;  // px of node height given to the viewer
+
+// Node types of the frontend's default graphs, sorted: what it opens when it has no workflow to restore (a later
+// start in a new browser profile). The current one first, then the older SD 1.5 one.
+const FRONTEND_DEFAULT_GRAPHS = [
+  "CLIPLoader,CLIPTextEncode,CLIPTextEncode,EmptySD3LatentImage,KSampler,ModelSamplingAuraFlow,SaveImage,UNETLoader,"
+    + "VAEDecode,VAELoader",
+  "CLIPTextEncode,CLIPTextEncode,CheckpointLoaderSimple,EmptyLatentImage,KSampler,SaveImage,VAEDecode",
+];
+const STARTER_WORKFLOW = "/workflow_templates/unidit/text_to_image.json";
 
 let viewerModule = null;  // the one import() of the viewer, shared by all nodes
 
@@ -113,6 +125,19 @@ app.registerExtension({
       this.uniditPreview?.dispose();
       return onRemoved?.apply(this, arguments);
     };
+  },
+
+  // Runs before the editor looks for missing nodes; the graph is replaced in place.
+  async beforeConfigureGraph(graphData) {
+    const registered = window.LiteGraph?.registered_node_types;
+    if (!registered || registered.KSampler) return;  // inside ComfyUI the default graph runs as it is
+    const types = (graphData?.nodes ?? []).map((node) => node.type).sort().join(",");
+    if (!FRONTEND_DEFAULT_GRAPHS.includes(types)) return;
+    const response = await api.fetchApi(STARTER_WORKFLOW);
+    if (!response.ok) return;  // then the editor reports the missing nodes, as it would without this
+    const starter = await response.json();
+    for (const key of Object.keys(graphData)) delete graphData[key];
+    Object.assign(graphData, starter);
   },
 
   // Outputs restored without a run (opening a finished job from the queue or history panel).

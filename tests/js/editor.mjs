@@ -9,6 +9,8 @@
 //    dialog that opens.
 // 3. Loads QUEUED_WORKFLOW, presses Run, waits until a node shows an output image, fits the graph into view
 //    and screenshots the page to SCREENSHOT.png.
+// 4. Starts again in a new browser profile, as a later start on another browser: the server remembers that the
+//    first start happened, the browser has no workflow to restore. Records the graph the editor opened with.
 //
 // Meanwhile it records every console error, page error, request that failed or answered 400 or more, and
 // request to another origin. Output: one JSON object (see `result` below); exit status 0 even when a step
@@ -29,35 +31,59 @@ const browser = await launchBrowser();
 const origin = new URL(url).origin;
 const result = {
   started: false, startSeconds: 0, templateBrowser: null, workflows: {}, queued: null, screenshot: null,
+  laterStart: null,
   failedRequests: [], unreadBodies: [], otherOrigins: [], consoleErrors: [], pageErrors: [],
   error: null,
 };
-const page = await browser.newPage({ viewport: { width: 1600, height: 1000 } });
-page.on("pageerror", (error) => result.pageErrors.push(String(error)));
-page.on("console", (message) => {
-  if (message.type() === "error") result.consoleErrors.push(`${message.text()} (${message.location().url})`);
-});
-page.on("request", (request) => {
-  if (!request.url().startsWith(origin) && !/^(data|blob):/.test(request.url())) {
-    result.otherOrigins.push(request.url());
-  }
-});
-page.on("response", (response) => {
-  if (response.status() >= 400) {
-    result.failedRequests.push(`${response.request().method()} ${response.url()}: HTTP ${response.status()}`);
-  }
-});
-page.on("requestfailed", async (request) => {
-  // Chromium cancels a response whose body the page never reads (fire-and-forget POSTs of settings) and
-  // reports it as failed although the server answered: those count as answered, with their status.
-  const response = await request.response().catch(() => null);
-  const line = `${request.method()} ${request.url()}: ${request.failure()?.errorText}`;
-  if (response && response.status() < 400) result.unreadBodies.push(`${line} after HTTP ${response.status()}`);
-  else if (!response) result.failedRequests.push(line);
-});
+// Records what goes wrong on a page into result.
+function watch(page) {
+  page.on("pageerror", (error) => result.pageErrors.push(String(error)));
+  page.on("console", (message) => {
+    if (message.type() === "error") result.consoleErrors.push(`${message.text()} (${message.location().url})`);
+  });
+  page.on("request", (request) => {
+    if (!request.url().startsWith(origin) && !/^(data|blob):/.test(request.url())) {
+      result.otherOrigins.push(request.url());
+    }
+  });
+  page.on("response", (response) => {
+    if (response.status() >= 400) {
+      result.failedRequests.push(`${response.request().method()} ${response.url()}: HTTP ${response.status()}`);
+    }
+  });
+  page.on("requestfailed", async (request) => {
+    // Chromium cancels a response whose body the page never reads (fire-and-forget POSTs of settings) and
+    // reports it as failed although the server answered: those count as answered, with their status.
+    const response = await request.response().catch(() => null);
+    const line = `${request.method()} ${request.url()}: ${request.failure()?.errorText}`;
+    if (response && response.status() < 400) result.unreadBodies.push(`${line} after HTTP ${response.status()}`);
+    else if (!response) result.failedRequests.push(line);
+  });
+  return page;
+}
+
+async function openEditor(page) {
+  await page.goto(url);
+  await page.waitForFunction(() => window.app?.graph && window.app?.canvas && window.app.api?.clientId,
+                             null, { timeout: START_MS });
+}
+
+// In the page: what the editor shows now.
+function shownGraph() {
+  const registered = window.LiteGraph?.registered_node_types ?? {};
+  const types = window.app.graph.nodes.map((node) => node.type);
+  return {
+    types,
+    unregistered: types.filter((type) => !(type in registered)),
+    missingNotice: /missing node/i.test(document.body.innerText),
+    dialogs: [...document.querySelectorAll("[role=dialog]")].map((dialog) => dialog.innerText.slice(0, 200)),
+  };
+}
+
+const page = watch(await browser.newPage({ viewport: { width: 1600, height: 1000 } }));
 
 // In the page: load a workflow of the pack's templates as the template browser does, and report what the
-// editor found missing.
+// editor found missing (to its afterConfigureGraph hook).
 async function loadTemplate(name) {
   const response = await fetch(`/api/workflow_templates/unidit/${name}.json`);
   if (!response.ok) return { error: `HTTP ${response.status}` };
@@ -66,22 +92,20 @@ async function loadTemplate(name) {
   window.__uniditMissing = missing;
   await window.app.loadGraphData(workflow, true, true, name);
   await new Promise((resolve) => setTimeout(resolve, 1000)); // notices appear after the graph is configured
-  const registered = window.LiteGraph?.registered_node_types ?? {};
   return {
     missingNodeTypes: missing.map((entry) => (typeof entry === "string" ? entry : entry.type)),
-    missingNotice: /missing node/i.test(document.body.innerText),
-    dialogs: [...document.querySelectorAll("[role=dialog]")].map((dialog) => dialog.innerText.slice(0, 200)),
     nodes: window.app.graph.nodes.length,
     expectedNodes: workflow.nodes.length,
-    unregistered: window.app.graph.nodes.map((node) => node.type).filter((type) => !(type in registered)),
   };
+}
+
+async function loadAndLook(name) {
+  return { ...(await page.evaluate(loadTemplate, name)), ...(await page.evaluate(shownGraph)) };
 }
 
 try {
   const start = performance.now();
-  await page.goto(url);
-  await page.waitForFunction(() => window.app?.graph && window.app?.canvas && window.app.api?.clientId,
-                             null, { timeout: START_MS });
+  await openEditor(page);
   result.started = true;
   result.startSeconds = (performance.now() - start) / 1000;
 
@@ -104,9 +128,9 @@ try {
     name: "unidit.test.missingNodes",
     afterConfigureGraph(missing) { window.__uniditMissing?.push(...(missing ?? [])); },
   }));
-  for (const name of workflows) result.workflows[name] = await page.evaluate(loadTemplate, name);
+  for (const name of workflows) result.workflows[name] = await loadAndLook(name);
 
-  result.queued = { workflow: queued, ...(await page.evaluate(loadTemplate, queued)) };
+  result.queued = { workflow: queued, ...(await loadAndLook(queued)) };
   const runStart = performance.now();
   await page.getByRole("button", { name: "Run", exact: true }).click();
   const shownNode = await page.waitForFunction(() => { // an output image (previews while sampling are blobs)
@@ -125,6 +149,18 @@ try {
 } catch (error) {
   result.error = String(error);
 }
-await page.close(); // after the page is gone, nothing more is recorded
+await page.close(); // after the page is gone, nothing more is recorded from it
+
+try {
+  const later = watch(await browser.newPage({ viewport: { width: 1600, height: 1000 } }));  // a new profile
+  await openEditor(later);
+  await later.waitForFunction(() => window.app.graph.nodes.length > 0, null, { timeout: 30_000 }).catch(() => {});
+  await later.waitForTimeout(1000); // notices appear after the graph is configured
+  result.laterStart = await later.evaluate(shownGraph);
+  await later.waitForLoadState("networkidle");
+  await later.close();
+} catch (error) {
+  result.error ??= `later start: ${error}`;
+}
 await browser.close();
 console.log(JSON.stringify(result, null, 2));

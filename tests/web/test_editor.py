@@ -1,8 +1,9 @@
 """The ComfyUI editor served by `unidit serve` (the pinned comfyui-frontend-package), in headless Chromium, used as
 a person would on a first start (tests/js/editor.mjs): the whole session runs with no failed request and no
 console error; the template browser shows the pack's workflows with their thumbnails; every example workflow
-loads with no missing node; pressing Run on text -> image shows the generated image in its Save node. The
-screenshot is kept in test-artifacts/editor/ for a person to look at.
+loads with no missing node; pressing Run on text -> image shows the generated image in its Save node; a later
+start in a new browser profile opens the pack's text -> image workflow (not the frontend's default graph, whose
+nodes `unidit serve` does not have). The screenshot is kept in test-artifacts/editor/ for a person to look at.
 
 The server is the `unidit serve` command, with its own folders, running the shipped demo bundle
 (models/unidit-toyworld.safetensors). UNIDIT_TEST_MODELS=DIR makes it use the bundle of that name in DIR
@@ -118,6 +119,14 @@ def test_run_shows_the_generated_image_in_its_node(session):
     with Image.open(session["root"] / "output" / image["subfolder"] / image["filename"]) as saved:
         assert saved.size == (queued["width"], queued["height"])
     assert Path(session["seen"]["screenshot"]).stat().st_size > 0
+
+
+def test_a_later_start_in_a_new_browser_opens_the_packs_text_to_image_workflow(session):
+    later = session["seen"]["laterStart"]
+    assert later, session["seen"]["error"]
+    starter = json.loads((REPO / "workflows" / "text_to_image.json").read_text())
+    assert sorted(later["types"]) == sorted(node["type"] for node in starter["nodes"]), later
+    assert later["unregistered"] == [] and not later["missingNotice"] and later["dialogs"] == [], later
 
 
 def test_the_server_stops_cleanly_on_ctrl_c(session):
