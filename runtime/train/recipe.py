@@ -78,9 +78,10 @@ def _presets() -> dict:
     toyworld_preset = Preset(
         name="toyworld",
         world=ToyWorldConfig(resolution=64),
-        dit=DiTConfig(latent_channels=16, hidden_size=256, depth=8, num_heads=4, mlp_hidden=704, text_dim=128),
-        autoencoder=AutoencoderConfig(latent_channels=16, channels=(32, 64, 128, 128)),
-        splat=SplatDecoderConfig(latent_channels=16, channels=(32, 64, 128, 128)),
+        dit=DiTConfig(latent_channels=8, hidden_size=256, depth=8, num_heads=4, mlp_hidden=704, text_dim=128,
+                      patch_sizes=((1, 4, 4),)),
+        autoencoder=AutoencoderConfig(latent_channels=8, channels=(32, 64, 128)),
+        splat=SplatDecoderConfig(latent_channels=8, channels=(32, 64, 128)),
         text=TextEncoderConfig(width=128, depth=2, num_heads=4, max_length=24),
         autoencoder_stage=StageConfig(steps=1000, learning_rate=1e-3, warmup_steps=50, ema_decay=0.998),
         autoencoder_batch=(24, 2),
@@ -231,9 +232,9 @@ def decoder_step(bundle: ModelBundle, preset: Preset):
     with a = the object's coverage of the pixel, w = 1 + OBJECT_WEIGHT * a, chroma(x) = x - mean over RGB (the
     part off the grey axis, whose direction is the hue) and off_hue(d, x) the part of chroma(d) across the
     direction of chroma(x): about |chroma(d)| x the hue error in radians, and its gradient stays bounded where
-    the decoded colour is nearly grey. The price is paid in the background: on the toyworld preset, weighting the
-    object costs about 8 dB there, with faint halos around the object, for 2 dB on the object and hues that read
-    right.
+    the decoded colour is nearly grey. The price is paid in the background: on the toyworld preset (160 images,
+    round trip through posterior means) the object goes from 25.0 dB after the autoencoder stage to 30.0 dB after
+    this one, the background from 33.2 dB to 29.2 dB.
     """
     autoencoder = bundle.autoencoder
 
