@@ -169,7 +169,8 @@ def _add_train(subparsers) -> None:
     train.add_argument("--out", type=Path, default=None,
                        help="bundle to write (default: models/unidit-<preset>.safetensors for toyworld, "
                             "runs/<preset>/unidit-<preset>.safetensors otherwise)")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=int, default=0,
+                       help="seed of the data and the initial weights (default: %(default)s)")
     train.add_argument("--lora-rank", type=int, default=None,
                        help="fine-tune the backbone of --from with LoRA adapters of this rank instead")
     train.add_argument("--from", dest="base", type=Path, default=None, help="the bundle LoRA fine-tunes")
@@ -208,7 +209,8 @@ def _add_eval(subparsers) -> None:
     evaluate.add_argument("bundle", nargs="?", type=Path, default=None,
                           help="model bundle (default: the shipped demo bundle)")
     evaluate.add_argument("--json", action="store_true", help="print the scores as one JSON object")
-    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--seed", type=int, default=0,
+                          help="seed of the noise and the conditioning scenes (default: %(default)s)")
     evaluate.add_argument("--steps", type=int, default=None, help="sampling steps (default: the bundle's)")
     evaluate.set_defaults(handler=_run_eval)
 

@@ -4,7 +4,8 @@ world (no learned metric, nothing downloaded).
 - colour accuracy: the dominant hue of the object in text -> image samples names the prompted colour
   (all 8 colours x 5 shapes, including the colour/shape pairs held out of training);
 - shape accuracy: the object's silhouette matches renders of the prompted primitive better (IoU) than renders
-  of the other four, over sizes and poses;
+  of the other four, over the sizes and poses the world draws and zooms between its sizes (shape is scored, not
+  size);
 - 3D consistency: PSNR between the decoded splat rendered at view k and the generated view k;
 - image -> video: PSNR of the first frame against the input image; image -> 3D: PSNR of view 0 likewise;
 - video motion: the fraction of text -> video samples whose object visibly moves.
@@ -33,6 +34,7 @@ VIDEO_PROMPTS = ("a red cube moving left", "a blue ball moving right", "a bounci
                  "a pink sphere moving down", "a bouncing cyan cone")
 OBJECT_CHROMA = 0.08     # background is achromatic: pixels with more chroma belong to the object
 MOTION_THRESHOLD = 0.01  # mean absolute change between the first and last frame that counts as motion
+TEMPLATE_ZOOMS = (0.85, 0.92, 1.0, 1.08, 1.15)  # with the sizes 0.65, 1.0, 1.3: every scale from 0.55 to 1.5
 
 
 @dataclass
@@ -63,8 +65,10 @@ def border_background(image: torch.Tensor) -> tuple[float, float, float]:
     return tuple(float(v) for v in border.median(dim=0).values)
 
 
-def shape_templates(resolution: int, yaws: int = 8) -> dict:
-    """Silhouettes [K, H, W] of every shape at every size and ``yaws`` poses, rendered by the toy world."""
+def shape_templates(resolution: int, yaws: int = 8, torus_tilts: int = 3) -> dict:
+    """Silhouettes [K, H, W] of every shape, rendered by the toy world at each of its sizes and ``yaws`` turns (the
+    torus within its yaw range, at ``torus_tilts`` tilts across its tilt range), each zoomed by every factor of
+    TEMPLATE_ZOOMS so that an object drawn between two of the world's sizes is scored by its shape."""
     config = ToyWorldConfig(resolution=resolution)
     templates = {}
     for shape in SHAPES:
@@ -73,12 +77,21 @@ def shape_templates(resolution: int, yaws: int = 8) -> dict:
             for k in range(yaws):
                 if shape == "torus":
                     yaw = (2 * k / max(1, yaws - 1) - 1) * toyworld.TORUS_YAW
-                    tilt = sum(toyworld.TORUS_TILT) / 2
+                    low, high = toyworld.TORUS_TILT
+                    tilts = [low + (high - low) * j / max(1, torus_tilts - 1) for j in range(torus_tilts)]
                 else:
-                    yaw, tilt = 2 * math.pi * k / yaws, 0.0
-                scenes.append(Scene(shape, "red", size, "grey", yaw, tilt))
-        templates[shape] = toyworld.render_images(scenes, config).alpha > 0.5
+                    yaw, tilts = 2 * math.pi * k / yaws, [0.0]
+                scenes += [Scene(shape, "red", size, "grey", yaw, tilt) for tilt in tilts]
+        silhouettes = toyworld.render_images(scenes, config).alpha > 0.5
+        templates[shape] = torch.cat([zoom_masks(silhouettes, factor) for factor in TEMPLATE_ZOOMS])
     return templates
+
+
+def zoom_masks(masks: torch.Tensor, factor: float) -> torch.Tensor:
+    """Masks [K, H, W] scaled by ``factor`` about the image centre, where the toy world's objects stand."""
+    theta = torch.tensor([[1.0 / factor, 0.0, 0.0], [0.0, 1.0 / factor, 0.0]]).expand(len(masks), 2, 3)
+    grid = F.affine_grid(theta, [len(masks), 1, *masks.shape[1:]], align_corners=False)
+    return F.grid_sample(masks[:, None].float(), grid, align_corners=False)[:, 0] > 0.5
 
 
 def classify_shape(mask: torch.Tensor, templates: dict) -> str:
