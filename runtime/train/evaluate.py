@@ -70,15 +70,15 @@ def shape_templates(resolution: int, yaws: int = 8, torus_tilts: int = 3) -> dic
     torus within its yaw range, at ``torus_tilts`` tilts across its tilt range), each zoomed by every factor of
     TEMPLATE_ZOOMS so that an object drawn between two of the world's sizes is scored by its shape."""
     config = ToyWorldConfig(resolution=resolution)
+    low, high = toyworld.TORUS_TILT
+    torus_tilt_values = [low + (high - low) * j / max(1, torus_tilts - 1) for j in range(torus_tilts)]
     templates = {}
     for shape in SHAPES:
         scenes = []
         for size in toyworld.SIZES:
             for k in range(yaws):
                 if shape == "torus":
-                    yaw = (2 * k / max(1, yaws - 1) - 1) * toyworld.TORUS_YAW
-                    low, high = toyworld.TORUS_TILT
-                    tilts = [low + (high - low) * j / max(1, torus_tilts - 1) for j in range(torus_tilts)]
+                    yaw, tilts = (2 * k / max(1, yaws - 1) - 1) * toyworld.TORUS_YAW, torus_tilt_values
                 else:
                     yaw, tilts = 2 * math.pi * k / yaws, [0.0]
                 scenes += [Scene(shape, "red", size, "grey", yaw, tilt) for tilt in tilts]

@@ -9,14 +9,19 @@ from unidit.runtime.train import toyworld as tw
 RESOLUTION = 64
 
 
+def centred_disk(radius: float) -> torch.Tensor:
+    """A bool disk [H, W] of ``radius`` pixels about the image centre."""
+    v, u = torch.meshgrid(torch.arange(RESOLUTION) + 0.5, torch.arange(RESOLUTION) + 0.5, indexing="ij")
+    return (u - RESOLUTION / 2) ** 2 + (v - RESOLUTION / 2) ** 2 < radius ** 2
+
+
 @pytest.fixture(scope="module")
 def templates():
     return evaluate.shape_templates(RESOLUTION)
 
 
 def test_zooming_a_mask_scales_its_area_by_the_square_of_the_factor():
-    v, u = torch.meshgrid(torch.arange(RESOLUTION) + 0.5, torch.arange(RESOLUTION) + 0.5, indexing="ij")
-    disk = ((u - RESOLUTION / 2) ** 2 + (v - RESOLUTION / 2) ** 2 < 12.0 ** 2)[None]
+    disk = centred_disk(12.0)[None]
     for factor in (0.8, 1.25):
         zoomed = evaluate.zoom_masks(disk, factor)
         assert float(zoomed.sum() / disk.sum()) == pytest.approx(factor ** 2, rel=0.06)
@@ -42,9 +47,8 @@ def test_an_object_between_the_worlds_sizes_is_scored_by_its_shape(templates, fa
 
 
 def test_a_disk_is_a_sphere_and_a_square_a_cube(templates):
-    v, u = torch.meshgrid(torch.arange(RESOLUTION) + 0.5, torch.arange(RESOLUTION) + 0.5, indexing="ij")
-    centre = RESOLUTION / 2
-    disk = (u - centre) ** 2 + (v - centre) ** 2 < (0.3 * RESOLUTION) ** 2
-    square = ((u - centre).abs() < 0.22 * RESOLUTION) & ((v - centre).abs() < 0.22 * RESOLUTION)
-    assert evaluate.classify_shape(disk, templates) == "sphere"
+    square = torch.zeros(RESOLUTION, RESOLUTION, dtype=torch.bool)
+    side = slice(RESOLUTION // 2 - 14, RESOLUTION // 2 + 14)
+    square[side, side] = True
+    assert evaluate.classify_shape(centred_disk(0.3 * RESOLUTION), templates) == "sphere"
     assert evaluate.classify_shape(square, templates) == "cube"
