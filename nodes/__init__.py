@@ -5,7 +5,7 @@ position); tests/test_node_definitions.py guards both against a committed snapsh
 """
 from .decode import UniDiTDecode, UniDiTDecodeSplat
 from .latents import UniDiTEmpty3DLatent, UniDiTEmptyImageLatent, UniDiTEmptyVideoLatent, UniDiTImageCondition
-from .loader import UniDiTLoader, UniDiTUnloadModels
+from .loader import UniDiTLoader, UniDiTPartsLoader, UniDiTUnloadModels
 from .sampling import UniDiTGuidance, UniDiTSampler
 from .save import UniDiTSaveImage, UniDiTSaveMesh, UniDiTSaveSplat, UniDiTSaveVideo
 from .splats import UniDiTRenderSplat, UniDiTSplatToMesh
@@ -13,6 +13,7 @@ from .text import UniDiTTextEncode
 
 NODE_DISPLAY_NAME_MAPPINGS = {
     "UniDiTLoader": "UniDiT Loader",
+    "UniDiTPartsLoader": "UniDiT Loader (separate files)",
     "UniDiTTextEncode": "UniDiT Text Encode",
     "UniDiTEmptyImageLatent": "UniDiT Empty Image Latent",
     "UniDiTEmptyVideoLatent": "UniDiT Empty Video Latent",

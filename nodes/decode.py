@@ -13,17 +13,23 @@ class UniDiTDecode:
     RETURN_TYPES = ("IMAGE", "FLOAT")
     RETURN_NAMES = ("images", "fps")
     OUTPUT_TOOLTIPS = ("Frames: batch items one after the other, each with all its frames or views.",
-                       "The video's frame rate (8 for images and views).")
+                       "The video's frame rate (the model's default for images and views).")
     FUNCTION = "decode"
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"model": (MODEL,), "latent": ("LATENT",)}}
+        return {"required": {"model": (MODEL,), "latent": ("LATENT",)},
+                "optional": {"tile_size": ("INT", {"default": 0, "min": 0, "max": 4096, "step": 32,
+                                                   "tooltip": "0 decodes whole frames. Otherwise decode in "
+                                                              "overlapping tiles of this many pixels (a quarter "
+                                                              "overlapping), to fit large videos in memory; Wan "
+                                                              "VAEs only."})}}
 
-    def decode(self, model, latent):
+    def decode(self, model, latent, tile_size=0):
         latents = latent_from_comfy(latent)
-        frames = decode_frames(STORE.bundle(model), latents)
-        return (flatten_frames(frames), float(latents.fps or 8.0))
+        loaded = STORE.model(model)
+        frames = decode_frames(loaded, latents, tile_size or None)
+        return (flatten_frames(frames), float(latents.fps or loaded.defaults.fps))
 
 
 class UniDiTDecodeSplat:
@@ -44,4 +50,4 @@ class UniDiTDecodeSplat:
         }}
 
     def decode(self, model, latent, min_opacity):
-        return (splat_to_comfy(decode_splats(STORE.bundle(model), latent_from_comfy(latent), min_opacity)),)
+        return (splat_to_comfy(decode_splats(STORE.model(model), latent_from_comfy(latent), min_opacity)),)

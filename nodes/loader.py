@@ -1,15 +1,44 @@
-"""Loading and unloading model bundles."""
+"""Loading and unloading models: a UniDiT bundle, or a diffusion model with its text encoder and VAE."""
 from __future__ import annotations
 
-from ..runtime.store import DTYPES, STORE, available_bundles
+from ..runtime.families import ModelFiles
+from ..runtime.model_folders import available_bundles, available_parts
+from ..runtime.store import DTYPES, STORE
 from .types import CATEGORY, MODEL
 
 ATTENTION_CHOICES = ["sdpa", "flash_attn", "chunked", "comfy"]
+NONE = "none"
+
+
+def _runtime_widgets() -> dict:
+    return {
+        "device": (["auto", "cpu", "cuda"], {"default": "auto",
+                                             "tooltip": "auto: ComfyUI's device, or CUDA when available."}),
+        "dtype": (["auto", *DTYPES], {"default": "auto",
+                                      "tooltip": "The dtype to compute in. auto: fp32 on the CPU (half precision is "
+                                                 "very slow there), bf16 or fp16 on CUDA. Weights stay as stored in "
+                                                 "the file (fp8, bf16, ...) and are cast layer by layer."}),
+        "attention": (ATTENTION_CHOICES, {"default": "sdpa",
+                                          "tooltip": "sdpa works everywhere. flash_attn needs the flash-attn "
+                                                     "package and CUDA half precision; comfy uses ComfyUI's own "
+                                                     "attention settings; chunked bounds memory on very long "
+                                                     "sequences. Anything unavailable falls back to sdpa."}),
+    }
+
+
+def _pick(kind: str, name: str, what: str, folder: str):
+    found = available_parts(kind)
+    if name not in found:
+        listing = ", ".join(sorted(found)) or "none"
+        raise FileNotFoundError(f"{what} {name!r} not found; put it in ComfyUI's models/{folder} folder (or "
+                                f"models/diffusers for a diffusers folder). Found: {listing}")
+    return found[name]
 
 
 class UniDiTLoader:
     DESCRIPTION = ("Loads a UniDiT model bundle (one .safetensors file: backbone, autoencoder, splat decoder, text "
-                   "encoder). The weights stay resident between runs; queueing again does not reload them.")
+                   "encoder). The weights stay resident between runs; queueing again does not reload them. For Wan "
+                   "2.1 / 2.2 (three files) use UniDiT Loader (separate files).")
     CATEGORY = f"{CATEGORY}/loaders"
     RETURN_TYPES = (MODEL,)
     RETURN_NAMES = ("model",)
@@ -23,16 +52,7 @@ class UniDiTLoader:
             "bundle": (bundles, {"tooltip": "Bundle file from ComfyUI's models/unidit folder or the pack's models "
                                             "folder. unidit-toyworld is the demo model trained on coloured "
                                             "primitives."}),
-            "device": (["auto", "cpu", "cuda"], {"default": "auto",
-                                                 "tooltip": "auto: ComfyUI's device, or CUDA when available."}),
-            "dtype": (["auto", *DTYPES], {"default": "auto",
-                                          "tooltip": "auto: fp32 on the CPU (half precision is very slow there), "
-                                                     "bf16 or fp16 on CUDA."}),
-            "attention": (ATTENTION_CHOICES, {"default": "sdpa",
-                                              "tooltip": "sdpa works everywhere. flash_attn needs the flash-attn "
-                                                         "package and CUDA half precision; comfy uses ComfyUI's own "
-                                                         "attention settings; chunked bounds memory on very long "
-                                                         "sequences. Anything unavailable falls back to sdpa."}),
+            **_runtime_widgets(),
         }}
 
     def load(self, bundle, device, dtype, attention):
@@ -41,12 +61,53 @@ class UniDiTLoader:
             raise FileNotFoundError(f"model bundle {bundle!r} not found; put it in ComfyUI's models/unidit folder "
                                     f"(found: {', '.join(sorted(bundles)) or 'none'})")
         handle = STORE.handle(bundles[bundle], device, dtype, attention)
-        STORE.bundle(handle)  # load now, so the load time shows on this node
+        STORE.model(handle)  # load now, so the load time shows on this node
+        return (handle,)
+
+
+class UniDiTPartsLoader:
+    DESCRIPTION = ("Loads a model kept as separate files, as ComfyUI keeps Wan 2.1 / 2.2: a diffusion model "
+                   "(models/diffusion_models), its text encoder (models/text_encoders: umt5_xxl) and its VAE "
+                   "(models/vae: wan_2.1_vae for Wan 2.1, wan2.2_vae for Wan 2.2 TI2V-5B). Diffusers folders work "
+                   "too. Every other UniDiT node takes the result as it takes a bundle.")
+    CATEGORY = f"{CATEGORY}/loaders"
+    RETURN_TYPES = (MODEL,)
+    RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("A handle to the loaded model, for every other UniDiT node.",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        models = sorted(available_parts("diffusion_models"))
+        return {"required": {
+            "diffusion_model": (models, {"tooltip": "The diffusion model, e.g. wan2.1_t2v_1.3B_fp16.safetensors or "
+                                                    "wan2.2_ti2v_5B_fp16.safetensors (fp32, fp16, bf16, fp8 and "
+                                                    "ComfyUI's scaled fp8 files)."}),
+            "text_encoder": (sorted(available_parts("text_encoders")),
+                             {"tooltip": "Wan's T5 encoder: umt5_xxl_fp16 or umt5_xxl_fp8_e4m3fn_scaled."}),
+            "vae": (sorted(available_parts("vae")),
+                    {"tooltip": "wan_2.1_vae for Wan 2.1 models, wan2.2_vae for Wan 2.2 TI2V-5B."}),
+            **_runtime_widgets(),
+            "low_noise_model": ([NONE, *models], {"default": NONE,
+                                                  "tooltip": "Wan 2.2 A14B only: the low-noise expert (the "
+                                                             "diffusion_model above is the high-noise one). Both stay "
+                                                             "loaded; the sampler switches at noise level 0.875."}),
+        }}
+
+    def load(self, diffusion_model, text_encoder, vae, device, dtype, attention, low_noise_model=NONE):
+        files = ModelFiles(
+            diffusion_model=_pick("diffusion_models", diffusion_model, "diffusion model", "diffusion_models"),
+            text_encoder=_pick("text_encoders", text_encoder, "text encoder", "text_encoders"),
+            vae=_pick("vae", vae, "VAE", "vae"),
+            low_noise=None if low_noise_model == NONE else _pick("diffusion_models", low_noise_model,
+                                                                 "low-noise model", "diffusion_models"))
+        handle = STORE.handle(files, device, dtype, attention)
+        STORE.model(handle)
         return (handle,)
 
 
 class UniDiTUnloadModels:
-    DESCRIPTION = ("Unloads every UniDiT bundle from memory (the next run loads it again). Connect anything to "
+    DESCRIPTION = ("Unloads every UniDiT model from memory (the next run loads it again). Connect anything to "
                    "'after' to unload once that output is done.")
     CATEGORY = f"{CATEGORY}/loaders"
     RETURN_TYPES = ()
@@ -63,4 +124,4 @@ class UniDiTUnloadModels:
 
     def unload(self, after=None):
         count = STORE.unload()
-        return {"ui": {"text": [f"unloaded {count} UniDiT bundle{'s' if count != 1 else ''}"]}}
+        return {"ui": {"text": [f"unloaded {count} UniDiT model{'s' if count != 1 else ''}"]}}

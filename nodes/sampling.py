@@ -1,6 +1,8 @@
 """Guidance settings and the sampler."""
 from __future__ import annotations
 
+import logging
+
 from ..runtime import comfy_bridge
 from ..runtime.generate import generate, preview_image
 from ..runtime.sampling.guidance import GuidanceConfig
@@ -8,6 +10,8 @@ from ..runtime.sampling.sampler import SamplerConfig
 from ..runtime.sampling.solvers import SOLVER_DESCRIPTIONS, SOLVERS
 from ..runtime.store import STORE
 from .types import CATEGORY, GUIDANCE, MODEL, TEXT, Guidance, latent_from_comfy, latent_to_comfy
+
+log = logging.getLogger("unidit")
 
 
 class UniDiTGuidance:
@@ -32,7 +36,8 @@ class UniDiTGuidance:
                                   "tooltip": "Pull the guided prediction's spread back towards the conditional one "
                                              "(reduces over-saturation at high scales)."}),
         }, "optional": {
-            "negative": (TEXT, {"tooltip": "What to steer away from (default: the empty prompt)."}),
+            "negative": (TEXT, {"tooltip": "What to steer away from (default: the model's own negative prompt: "
+                                           "empty for UniDiT bundles, Wan's official one for Wan)."}),
         }}
 
     def create(self, scale, start, end, rescale, negative=None):
@@ -59,26 +64,34 @@ class UniDiTSampler:
             "steps": ("INT", {"default": 24, "min": 1, "max": 500, "tooltip": "Solver steps."}),
             "solver": (list(SOLVERS), {"default": "heun", "tooltip": solvers}),
             "shift": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 20.0, "step": 0.1,
-                                "tooltip": "Time shift (> 1 spends more steps at high noise). 0 = automatic, "
-                                           "growing with the number of tokens."}),
+                                "tooltip": "Time shift (> 1 spends more steps at high noise). 0 = the model's "
+                                           "default: Wan's 5, or for UniDiT bundles one that grows with the "
+                                           "number of tokens."}),
             "denoise": ("FLOAT", {"default": 1.0, "min": 0.01, "max": 1.0, "step": 0.01,
                                   "tooltip": "1 starts from pure noise; lower values start from the input latent "
                                              "(image-to-image)."}),
         }, "optional": {
-            "guidance": (GUIDANCE, {"tooltip": "From UniDiT Guidance (default: the bundle's scale, empty negative)."}),
+            "guidance": (GUIDANCE, {"tooltip": "From UniDiT Guidance (default: the model's scale and negative "
+                                               "prompt)."}),
         }}
 
     def sample(self, model, positive, latent, seed, steps, solver, shift, denoise, guidance=None):
-        bundle = STORE.bundle(model)
+        loaded = STORE.model(model)
         latents = latent_from_comfy(latent)
-        guidance = guidance or Guidance(GuidanceConfig(scale=bundle.defaults.guidance))
-        negative = guidance.negative if guidance.negative is not None else bundle.encode_prompts([""])
+        width, height = latents.pixel_size(loaded)
+        warning = loaded.capabilities.size_warning(width, height)
+        if warning:
+            log.warning("UniDiT: %s", warning)
+        guidance = guidance or Guidance(GuidanceConfig(scale=loaded.defaults.guidance))
+        negative = guidance.negative
+        if negative is None:
+            negative = loaded.encode_prompts([loaded.defaults.negative_prompt])
         progress = comfy_bridge.Progress(steps)
 
         def on_step(step, total, x, denoised):
-            progress.update(step + 1, preview_image(bundle, denoised))
+            progress.update(step + 1, preview_image(loaded, denoised))
 
-        result = generate(bundle, latents, positive, negative, guidance.config,
+        result = generate(loaded, latents, positive, negative, guidance.config,
                           SamplerConfig(solver, steps, shift or None, denoise), seed, callback=on_step,
                           cancel=comfy_bridge.should_stop)
         return (latent_to_comfy(result),)

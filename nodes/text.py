@@ -4,15 +4,15 @@ from __future__ import annotations
 import logging
 
 from ..runtime.store import STORE
-from ..runtime.text.tokenizer import unknown_words
 from .types import CATEGORY, MODEL, TEXT
 
 log = logging.getLogger("unidit")
 
 
 class UniDiTTextEncode:
-    DESCRIPTION = ("Encodes a prompt with the bundle's text encoder. The demo model knows the words of its toy "
-                   "world (shapes, colours, sizes, backgrounds, motions); other words are ignored.")
+    DESCRIPTION = ("Encodes a prompt with the model's text encoder. The demo model knows the words of its toy "
+                   "world (shapes, colours, sizes, backgrounds, motions) and ignores others; Wan's T5 encoder reads "
+                   "any text (up to 512 tokens).")
     CATEGORY = f"{CATEGORY}/conditioning"
     RETURN_TYPES = (TEXT,)
     RETURN_NAMES = ("text",)
@@ -29,8 +29,8 @@ class UniDiTTextEncode:
         }}
 
     def encode(self, model, text):
-        bundle = STORE.bundle(model)
-        unknown = unknown_words(bundle.tokenizer, text)
+        loaded = STORE.model(model)
+        unknown = loaded.unknown_words(text)
         if unknown:
             log.warning("UniDiT: the model does not know the words %s; they are ignored", ", ".join(unknown))
-        return (bundle.encode_prompts([text]),)
+        return (loaded.encode_prompts([text]),)

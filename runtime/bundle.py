@@ -7,47 +7,27 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Union
 
 import torch
 from tokenizers import Tokenizer
 
-from .checkpoint import CheckpointError, read_bundle, save_bundle
+from .checkpoint import read_bundle, save_bundle
+from .families import GenerationDefaults
 from .gaussians.camera import Cameras, camera_rig
 from .model.config import DiTConfig
 from .model.dit import UniDiT
 from .text.conditioning import TextConditioning
 from .text.encoder import TextEncoder, TextEncoderConfig
 from .text.tokenizer import tokenizer_from_json
+from .weights import CheckpointError
 from .vae.autoencoder import AutoencoderConfig, CausalVideoAutoencoder
 from .vae.splat_decoder import SplatDecoder, SplatDecoderConfig
 
 # The demo bundle shipped with the pack (trained by `unidit train --preset toyworld`): the embedded default.
 SHIPPED_BUNDLE = Path(__file__).resolve().parents[1] / "models" / "unidit-toyworld.safetensors"
-
-
-@dataclass
-class GenerationDefaults:
-    """What the bundle was trained for; nodes and the CLI start from these values."""
-
-    width: int = 64
-    height: int = 64
-    frames: int = 9            # video frames (1 + 4k)
-    fps: float = 8.0
-    rig: str = "orbit"         # camera rig of 3D views (camera.RIG_PRESETS)
-    views: int = 4
-    camera_radius: float = 2.0
-    fov_deg: float = 49.1
-    steps: int = 24
-    guidance: float = 4.0
-    solver: str = "heun"
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "GenerationDefaults":
-        known = {f.name for f in fields(cls)}
-        return cls(**{key: value for key, value in data.items() if key in known})
 
 
 @dataclass
@@ -79,11 +59,11 @@ class ModelBundle:
 
     @property
     def device(self) -> torch.device:
-        return self.dit.patch_embed[next(iter(self.dit.patch_embed))].weight.device
+        return self.dit.patch_embed.weight.device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.dit.patch_embed[next(iter(self.dit.patch_embed))].weight.dtype
+        return self.dit.patch_embed.weight.dtype
 
     def to(self, device=None, dtype=None) -> "ModelBundle":
         for module in self.modules().values():

@@ -4,53 +4,50 @@
   ``splat`` (splat decoder) and ``text`` (text encoder).
 - The safetensors metadata (strings) holds ``format`` = "unidit.bundle", ``format_version``, ``config`` (JSON:
   one config dict per component) and optional extras such as ``tokenizer`` (the tokenizer's JSON).
-- Only safetensors is loaded: a pickle (``.pt``, ``.ckpt``, ``.bin``) can run code while it loads, so it is
-  refused with a message saying so. A truncated file, and missing, unexpected or mis-shaped tensors, fail with
-  a message naming the file and the first bad key (with both shapes).
+- Format 2 has one patch embedder and output head (``dit.patch_embed.weight``); format 1 keyed them by patch
+  shape (``dit.patch_embed.1x4x4.weight``) and is read by renaming.
+- Files are read memory-mapped through ``weights.py``, which refuses pickles and names the first tensor a
+  truncated file cuts; missing, unexpected or mis-shaped tensors fail with a message naming the file and the key.
 """
 from __future__ import annotations
 
 import json
 import os
-import struct
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Optional, Union
 
 import torch
 import torch.nn as nn
-from safetensors import SafetensorError
-from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 
+from .weights import CheckpointError, Weights, fill_module, open_weights
+
 FORMAT = "unidit.bundle"
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"
 COMPONENTS = ("dit", "vae", "splat", "text")
-
-
-class CheckpointError(ValueError):
-    """A bundle that cannot be loaded; the message names the file and says what is wrong."""
+_FORMAT_1_PATCH_KEYS = re.compile(r"^dit\.(patch_embed|camera_embed|final_head)\.\d+x\d+x\d+\.")
 
 
 @dataclass
 class Bundle:
-    """The contents of a bundle file: tensors per component, the configs and the other metadata."""
+    """The contents of a bundle file: its tensors (memory-mapped), the configs and the other metadata."""
 
     path: Path
     config: dict
     metadata: dict
-    tensors: dict
+    weights: Weights
 
-    def component(self, name: str) -> dict:
-        if name not in self.tensors:
+    def component(self, name: str) -> Weights:
+        if name not in self.weights.prefixes():
             raise CheckpointError(f"{self.path.name}: the bundle has no '{name}' component "
-                                  f"(it has {sorted(self.tensors)})")
-        return self.tensors[name]
+                                  f"(it has {sorted(self.weights.prefixes())})")
+        return self.weights.without_prefix(f"{name}.")
 
     def load_into(self, name: str, module: nn.Module) -> nn.Module:
-        """Copy component ``name`` into ``module`` strictly (see :func:`load_state`)."""
-        load_state(module, self.component(name), self.path, name)
-        return module
+        """Put component ``name`` into ``module`` strictly (see ``weights.fill_module``)."""
+        return fill_module(module, self.component(name), self.path.name, name)
 
 
 def save_bundle(path: Union[str, os.PathLike], components: Mapping[str, Union[nn.Module, Mapping[str, torch.Tensor]]],
@@ -91,76 +88,29 @@ def save_bundle(path: Union[str, os.PathLike], components: Mapping[str, Union[nn
     return path
 
 
+def is_bundle(weights: Weights) -> bool:
+    return weights.metadata.get("format") == FORMAT
+
+
 def read_bundle(path: Union[str, os.PathLike]) -> Bundle:
-    """Read a bundle into CPU tensors, checking the container before any tensor is parsed."""
+    """Open a bundle: the container is checked before any tensor is touched; tensors stay memory-mapped."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
-    data = path.read_bytes()
-    header = _check_container(path, data)
-    metadata = header.get("__metadata__", {}) or {}
-    if metadata.get("format") != FORMAT:
+    weights = open_weights(path)
+    metadata = dict(weights.metadata)
+    if not is_bundle(weights):
         raise CheckpointError(f"{path.name}: a safetensors file, but not a UniDiT bundle "
                               f"(its metadata has no format = {FORMAT!r})")
     try:
         config = json.loads(metadata.get("config", "{}"))
     except json.JSONDecodeError as error:
         raise CheckpointError(f"{path.name}: the config in its metadata is not valid JSON ({error})") from None
-    try:
-        flat = load_safetensors_bytes(data)
-    except (SafetensorError, ValueError, RuntimeError) as error:
-        raise CheckpointError(f"{path.name}: cannot read tensors ({error})") from None
-    tensors: dict = {}
-    for key, tensor in flat.items():
-        component, _, name = key.partition(".")
-        tensors.setdefault(component, {})[name] = tensor
+    version = metadata.get("format_version", "1")
+    if version == "1":
+        weights = weights.renamed(lambda key: _FORMAT_1_PATCH_KEYS.sub(r"dit.\1.", key))
+    elif version != FORMAT_VERSION:
+        raise CheckpointError(f"{path.name}: bundle format {version}; this UniDiT reads formats 1 and "
+                              f"{FORMAT_VERSION} (update UniDiT)")
     extra = {k: v for k, v in metadata.items() if k not in ("format", "format_version", "config")}
-    return Bundle(path, config, extra, tensors)
-
-
-def load_state(module: nn.Module, state: Mapping[str, torch.Tensor], path: Union[str, os.PathLike],
-               component: str) -> None:
-    """Copy ``state`` into ``module``; any missing, unexpected or mis-shaped tensor is an error."""
-    name = Path(path).name
-    expected = module.state_dict()
-    for key, tensor in expected.items():
-        if key not in state:
-            raise CheckpointError(f"{name}: tensor '{component}.{key}' is missing from the file "
-                                  f"(the model expects shape {tuple(tensor.shape)})")
-        if tuple(state[key].shape) != tuple(tensor.shape):
-            raise CheckpointError(f"{name}: tensor '{component}.{key}' has shape {tuple(state[key].shape)} in the "
-                                  f"file but the model expects {tuple(tensor.shape)}; the file was saved for "
-                                  f"another configuration")
-    for key, tensor in state.items():
-        if key not in expected:
-            raise CheckpointError(f"{name}: tensor '{component}.{key}' with shape {tuple(tensor.shape)} in the "
-                                  f"file is not part of the model")
-    module.load_state_dict(dict(state), strict=True)
-
-
-def _check_container(path: Path, data: bytes) -> dict:
-    """Parse and check the safetensors header: refuse pickles, name the first truncated tensor."""
-    name = path.name
-    if data[:2] == b"PK" or (len(data) > 1 and data[0] == 0x80 and data[1] in range(2, 6)):
-        raise CheckpointError(f"{name}: this is a pickle-based PyTorch checkpoint. UniDiT loads only .safetensors "
-                              f"files, because loading a pickle can run arbitrary code. Convert it to safetensors "
-                              f"in an environment you trust, or use a .safetensors bundle.")
-    if len(data) < 8:
-        raise CheckpointError(f"{name}: {len(data)} bytes is too short for a safetensors file (truncated?)")
-    (header_length,) = struct.unpack("<Q", data[:8])
-    if header_length > len(data) - 8:
-        raise CheckpointError(f"{name}: the header claims {header_length} bytes but the file has "
-                              f"{len(data) - 8} after the length; the file is truncated or not safetensors")
-    try:
-        header = json.loads(data[8:8 + header_length])
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise CheckpointError(f"{name}: not a safetensors file (its header is not JSON)") from None
-    if not isinstance(header, dict):
-        raise CheckpointError(f"{name}: not a safetensors file (its header is not a JSON object)")
-    available = len(data) - 8 - header_length
-    entries = [(info["data_offsets"][1], key) for key, info in header.items() if key != "__metadata__"]
-    for end, key in sorted(entries):
-        if end > available:
-            raise CheckpointError(f"{name}: the file is truncated: tensor '{key}' needs bytes up to {end} of the "
-                                  f"data section, which has only {available}; copy or download the file again")
-    return header
+    return Bundle(path, config, extra, weights)

@@ -122,6 +122,8 @@ def should_stop() -> bool:
 # ---- folders ----------------------------------------------------------------------------------------------------
 
 MODEL_FOLDER = "unidit"
+# ComfyUI's model folders that UniDiT reads: its own bundles, and the parts of other families' models.
+MODEL_KINDS = (MODEL_FOLDER, "diffusion_models", "text_encoders", "vae", "diffusers")
 
 
 def output_directory() -> Path:
@@ -139,18 +141,32 @@ def temp_directory() -> Path:
     return Path(folder_paths.get_temp_directory()) if folder_paths else Path(host().temp_directory)
 
 
-def model_directories(pack_models: Path) -> list[Path]:
-    """Folders searched for bundles: ComfyUI's ``models/unidit`` (registered on first use) inside ComfyUI, the
-    host's folders standalone, and always the pack's own ``models/``."""
+def model_folders(kind: str) -> list[Path]:
+    """Folders searched for one kind of model file (``MODEL_KINDS``): inside ComfyUI, its registered folders for
+    that kind (``models/unidit`` is registered and created on first use); standalone, ``<dir>/<kind>`` of every
+    ``--models`` folder, and for bundles each ``--models`` folder itself too."""
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"unknown model folder kind {kind!r}; kinds are {list(MODEL_KINDS)}")
     folder_paths = _comfy("folder_paths")
     if folder_paths is not None:
-        if MODEL_FOLDER not in folder_paths.folder_names_and_paths:
+        if kind == MODEL_FOLDER and MODEL_FOLDER not in folder_paths.folder_names_and_paths:
             default = os.path.join(folder_paths.models_dir, MODEL_FOLDER)
             folder_paths.folder_names_and_paths[MODEL_FOLDER] = ([default], {".safetensors"})
-        folders = [Path(p) for p in folder_paths.get_folder_paths(MODEL_FOLDER)]
-    else:
-        folders = [Path(p) for p in host().models_directories]
-    return folders + [pack_models]
+            try:
+                os.makedirs(default, exist_ok=True)
+            except OSError as error:
+                log.warning("UniDiT: could not create %s: %s", default, error)
+        if kind not in folder_paths.folder_names_and_paths:
+            return []
+        return [Path(p) for p in folder_paths.get_folder_paths(kind)]
+    return standalone_model_folders([Path(p) for p in host().models_directories], kind)
+
+
+def standalone_model_folders(roots: list[Path], kind: str) -> list[Path]:
+    """The folders of one kind under standalone ``--models`` roots (see :func:`model_folders`)."""
+    if kind == MODEL_FOLDER:
+        return [folder for root in roots for folder in (root / MODEL_FOLDER, root)]
+    return [root / kind for root in roots]
 
 
 # ---- devices and memory -----------------------------------------------------------------------------------------

@@ -9,7 +9,8 @@ from typing import Optional
 import torch
 from tqdm import tqdm
 
-from .bundle import SHIPPED_BUNDLE, ModelBundle
+from .bundle import SHIPPED_BUNDLE
+from .families import ModelFiles, load_model
 from .files import save_output
 from .gaussians.mesh import MeshConfig, mesh_bytes, splat_to_mesh
 from .gaussians.ply import ply_bytes
@@ -28,27 +29,27 @@ def run_demo(prompt: str, output_dir: Path, bundle_path: Optional[Path] = None, 
     if not bundle_path.exists():
         raise FileNotFoundError(f"no model bundle at {bundle_path}; train one with `unidit train --preset "
                                 f"toyworld` or pass --bundle")
-    bundle = ModelBundle.load(bundle_path)
-    d = bundle.defaults
+    model = load_model(ModelFiles(bundle_path))
+    d = model.defaults
     sampler = SamplerConfig(solver=d.solver, steps=d.steps)
     guidance = GuidanceConfig(scale=d.guidance)
-    positive, negative = bundle.encode_prompts([prompt]), bundle.encode_prompts([""])
+    positive, negative = model.encode_prompts([prompt]), model.encode_prompts([d.negative_prompt])
     stages = ("image", "video", "3d")
     bar = tqdm(total=len(stages) * sampler.steps, desc="demo", disable=not progress, dynamic_ncols=True)
 
     def sample(modality: str):
         bar.set_postfix_str(modality)
-        latents = empty_latents(bundle, modality, d.width, d.height, frames=d.frames, fps=d.fps)
-        return generate(bundle, latents, positive, negative, guidance, sampler, seed,
+        latents = empty_latents(model, modality, d.width, d.height, frames=d.frames, fps=d.fps)
+        return generate(model, latents, positive, negative, guidance, sampler, seed,
                         callback=lambda step, total, x, denoised: bar.update(1))
 
     outputs = {}
-    image = decode_frames(bundle, sample("image"))[0, 0]
+    image = decode_frames(model, sample("image"))[0, 0]
     outputs["image"] = save_output(output_dir, "unidit_image", "png", encode_png(image, {"prompt": prompt}))[0]
-    video = decode_frames(bundle, sample("video"))[0]
+    video = decode_frames(model, sample("video"))[0]
     outputs["video"] = save_output(output_dir, "unidit_video", "mp4", encode_video(video, d.fps, "mp4"))[0]
     views = sample("3d")
-    splats = decode_splats(bundle, views).item(0)
+    splats = decode_splats(model, views).item(0)
     outputs["splat"] = save_output(output_dir, "unidit_splat", "ply", ply_bytes(splats))[0]
     bar.set_postfix_str("mesh")
     mesh = splat_to_mesh(splats, MeshConfig(resolution=96))

@@ -1,7 +1,9 @@
-"""Generation with a model bundle: empty latents, image conditioning, sampling, decoding to frames and splats.
+"""Generation with a model of any family: empty latents, image conditioning, sampling, decoding to frames and
+splats.
 
-These are the calls that the nodes, ``unidit demo`` and ``unidit eval`` make. They take tensors and
-dataclasses; frames are float [N, T, H, W, 3] in 0..1 (sRGB), like ComfyUI's IMAGE.
+These are the calls that the nodes, ``unidit demo`` and ``unidit eval`` make. They take a
+:class:`~.families.FamilyModel`, tensors and dataclasses; frames are float [N, T, H, W, 3] in 0..1 (sRGB), like
+ComfyUI's IMAGE.
 """
 from __future__ import annotations
 
@@ -9,8 +11,9 @@ from dataclasses import dataclass, replace
 from typing import Callable, Optional
 
 import torch
+from einops import rearrange
 
-from .bundle import ModelBundle
+from .families import DenoiserConditioning, FamilyModel
 from .gaussians.camera import Cameras
 from .gaussians.splats import Splats
 from .model.config import modality_index
@@ -52,55 +55,56 @@ class Latents:
     def frames(self) -> int:
         return self.samples.shape[2]
 
-    def pixel_size(self, bundle: ModelBundle) -> tuple[int, int]:
-        factor = bundle.autoencoder.config.spatial_factor
+    def pixel_size(self, model: FamilyModel) -> tuple[int, int]:
+        factor = model.capabilities.spatial_factor
         return self.samples.shape[-1] * factor, self.samples.shape[-2] * factor
 
 
-def empty_latents(bundle: ModelBundle, modality: str, width: int, height: int, batch_size: int = 1,
+def empty_latents(model: FamilyModel, modality: str, width: int, height: int, batch_size: int = 1,
                   frames: int = 1, rig: Optional[str] = None, views: Optional[int] = None,
                   fps: Optional[float] = None) -> Latents:
     """Zeros for ``batch_size`` items: an image, a video of ``frames`` pixel frames (1 + 4k) or the ``views``
     views of a camera rig. Width and height must be multiples of the autoencoder's factor times the patch size."""
-    config = bundle.autoencoder.config
-    multiple = config.spatial_factor * max(p[1] for p in bundle.dit.config.patch_sizes)
+    capabilities = model.capabilities
+    capabilities.check_modality(modality)
+    multiple = capabilities.size_multiple
     if width % multiple or height % multiple or width <= 0 or height <= 0:
-        raise ValueError(f"width and height must be positive multiples of {multiple}, got {width}x{height}")
+        raise ValueError(f"width and height must be positive multiples of {multiple} for {capabilities.family}, got "
+                         f"{width}x{height}")
     cameras = None
     if modality == "image":
         latent_frames = 1
     elif modality == "video":
-        latent_frames = config.latent_frames(frames)
-    elif modality == "3d":
-        cameras = bundle.rig(width, height, rig, views)
-        latent_frames = len(cameras)
+        latent_frames = capabilities.latent_frames(frames)
     else:
-        modality_index(modality)  # raises with the list of modalities
-    samples = torch.zeros(batch_size, config.latent_channels, latent_frames, height // config.spatial_factor,
-                          width // config.spatial_factor)
+        cameras = model.rig(width, height, rig, views)
+        latent_frames = len(cameras)
+    factor = capabilities.spatial_factor
+    samples = torch.zeros(batch_size, capabilities.latent_channels, latent_frames, height // factor, width // factor)
     given = torch.zeros(batch_size, latent_frames, dtype=torch.bool)
     return Latents(samples, modality, given, None, cameras, fps if modality == "video" else None)
 
 
 @torch.no_grad()
-def encode_frames(bundle: ModelBundle, frames: torch.Tensor) -> torch.Tensor:
-    """Frames [N, T, H, W, 3] in 0..1 -> normalised latents [N, C, 1 + (T - 1) / 4, h, w]."""
-    pixels = frames.permute(0, 4, 1, 2, 3).to(bundle.device, bundle.dtype) * 2 - 1
-    return bundle.autoencoder.encode(pixels).float().cpu()
+def encode_frames(model: FamilyModel, frames: torch.Tensor) -> torch.Tensor:
+    """Frames [N, T, H, W, 3] in 0..1 -> normalised latents [N, C, 1 + (T - 1) / temporal factor, h, w]."""
+    pixels = frames.permute(0, 4, 1, 2, 3).to(model.device, model.dtype) * 2 - 1
+    return model.autoencoder.encode(pixels).float().cpu()
 
 
-def condition_on_image(bundle: ModelBundle, latents: Latents, images: torch.Tensor) -> Latents:
+def condition_on_image(model: FamilyModel, latents: Latents, images: torch.Tensor) -> Latents:
     """Make ``images`` [N, H, W, 3] (0..1) the given first frame (video) or first view (3D) of every item.
 
     N = 1 conditions the whole batch on one image; otherwise N must equal the batch size.
     """
     if latents.modality == "image":
         raise ValueError("image conditioning needs video or 3D latents; an image latent has no frame to generate")
-    width, height = latents.pixel_size(bundle)
+    model.capabilities.check_given_frames()
+    width, height = latents.pixel_size(model)
     if images.shape[1:3] != (height, width):
         images = torch.nn.functional.interpolate(images.permute(0, 3, 1, 2), size=(height, width), mode="bilinear",
                                                  antialias=True, align_corners=False).permute(0, 2, 3, 1)
-    encoded = encode_frames(bundle, images.unsqueeze(1).clamp(0, 1))  # [N, C, 1, h, w]
+    encoded = encode_frames(model, images.unsqueeze(1).clamp(0, 1))  # [N, C, 1, h, w]
     if encoded.shape[0] not in (1, latents.batch_size):
         raise ValueError(f"{encoded.shape[0]} images for a batch of {latents.batch_size}: give one image or one "
                          f"per item")
@@ -112,36 +116,45 @@ def condition_on_image(bundle: ModelBundle, latents: Latents, images: torch.Tens
     return replace(latents, clean=clean, given=given)
 
 
-def generate(bundle: ModelBundle, latents: Latents, positive: TextConditioning,
+def generate(model: FamilyModel, latents: Latents, positive: TextConditioning,
              negative: Optional[TextConditioning], guidance: GuidanceConfig, sampler: SamplerConfig, seed: int,
              callback: Optional[StepCallback] = None, cancel: Optional[Callable[[], bool]] = None) -> Latents:
     """Sample latents. Item i of the batch uses seed ``seed + i``; a prompt batch of 1 serves every item.
 
-    With ``sampler.denoise`` < 1 the input ``latents.samples`` are the starting point (image-to-image).
+    With ``sampler.denoise`` < 1 the input ``latents.samples`` are the starting point (image-to-image). Given
+    frames enter the denoiser at noise level 0 and are held at their clean latents.
     """
+    capabilities = model.capabilities
+    capabilities.check_modality(latents.modality)
+    if latents.samples.shape[1] != capabilities.latent_channels:
+        raise ValueError(f"these latents have {latents.samples.shape[1]} channels but {capabilities.family} uses "
+                         f"{capabilities.latent_channels}: make the latent with the same model")
+    if bool(latents.given.any()):
+        capabilities.check_given_frames()
     b = latents.batch_size
-    device, dtype = bundle.device, bundle.dtype
+    device, dtype = model.device, model.dtype
     positive = _match_batch(positive, b, "prompt").to(device, dtype)
     negative = None if negative is None else _match_batch(negative, b, "negative prompt").to(device, dtype)
-    modality = torch.full((b,), modality_index(latents.modality), dtype=torch.long, device=device)
     given = latents.given.to(device)
     plucker = None
-    if latents.modality == "3d":
+    if latents.modality == "3d" and capabilities.camera_conditioning:
         h, w = latents.samples.shape[-2:]
         rays = latents.cameras.resized(w, h).plucker_rays()  # [V, 6, h, w]
         plucker = rays.permute(1, 0, 2, 3).unsqueeze(0).expand(b, -1, -1, -1, -1).to(device, dtype)
+    conditioning = DenoiserConditioning(positive, latents.modality, plucker)
 
-    def model(x, sigma, text):
+    def velocity_of(x, sigma, text):
         repeats = x.shape[0] // b
-        sigmas = torch.full((x.shape[0],), float(sigma), device=device)
-        return bundle.dit(x, sigmas, text, modality.repeat(repeats), given.repeat(repeats, 1),
-                          None if plucker is None else plucker.repeat(repeats, 1, 1, 1, 1)).float()
+        sigmas = torch.where(given, 0.0, float(sigma)).repeat(repeats, 1)  # [B * repeats, F]
+        inputs = conditioning.repeat(repeats)
+        inputs.text = text
+        return model.denoiser(x.to(dtype), sigmas, inputs).float()
 
     shape = tuple(latents.samples.shape[1:])
     noise = seeded_noise([seed + i for i in range(b)], shape, device=device)
-    tokens = latents.frames * (shape[2] // 2) * (shape[3] // 2)
-    sigmas = sampler.sigmas(tokens // latents.frames, latents.frames)
-    velocity = guided_velocity(model, positive, negative, guidance)
+    sigmas = sampler.sigmas(capabilities.tokens_per_frame(shape[2], shape[3]), latents.frames,
+                            family_shift=capabilities.defaults.shift)
+    velocity = guided_velocity(velocity_of, positive, negative, guidance)
     init = latents.samples.to(device) if sampler.denoise < 1 else None
     clean = None if latents.clean is None else latents.clean.to(device)
     with torch.no_grad():
@@ -151,36 +164,49 @@ def generate(bundle: ModelBundle, latents: Latents, positive: TextConditioning,
 
 
 @torch.no_grad()
-def decode_frames(bundle: ModelBundle, latents: Latents) -> torch.Tensor:
-    """Latents -> frames [B, T, H, W, 3] in 0..1. 3D views decode one by one as images (T = views)."""
-    samples = latents.samples.to(bundle.device, bundle.dtype)
+def decode_frames(model: FamilyModel, latents: Latents, tile_size: Optional[int] = None) -> torch.Tensor:
+    """Latents -> frames [B, T, H, W, 3] in 0..1. 3D views decode one by one as images (T = views).
+
+    ``tile_size`` (pixels) decodes in overlapping spatial tiles, bounding memory at large sizes (autoencoders with
+    ``capabilities.spatial_tiles``)."""
+    capabilities = model.capabilities
+    if latents.samples.shape[1] != capabilities.latent_channels:
+        raise ValueError(f"these latents have {latents.samples.shape[1]} channels but {capabilities.family}'s "
+                         f"autoencoder takes {capabilities.latent_channels}: decode with the model that made them")
+    tiles = {}
+    if tile_size:
+        if not capabilities.spatial_tiles:
+            raise ValueError(f"{capabilities.family}'s autoencoder decodes whole frames; set tile_size to 0")
+        tiles = {"tile_size": tile_size, "tile_overlap": max(capabilities.spatial_factor, tile_size // 4)}
+    samples = latents.samples.to(model.device, model.dtype)
     if latents.modality == "3d":
-        b, c, v, h, w = samples.shape
-        views = samples.transpose(1, 2).reshape(b * v, c, 1, h, w)
-        pixels = bundle.autoencoder.decode(views)[:, :, 0]  # [B*V, 3, H, W]
-        frames = pixels.view(b, v, *pixels.shape[1:]).permute(0, 1, 3, 4, 2)
+        views = rearrange(samples, "b c v h w -> (b v) c 1 h w")
+        pixels = model.autoencoder.decode(views, **tiles)
+        frames = rearrange(pixels, "(b v) c 1 h w -> b v h w c", b=samples.shape[0])
     else:
-        frames = bundle.autoencoder.decode(samples).permute(0, 2, 3, 4, 1)
+        frames = rearrange(model.autoencoder.decode(samples, **tiles), "b c t h w -> b t h w c")
     return ((frames.float() + 1) / 2).clamp(0, 1).cpu()
 
 
 @torch.no_grad()
-def preview_image(bundle: ModelBundle, samples: torch.Tensor):
+def preview_image(model: FamilyModel, samples: torch.Tensor):
     """A quick look at latents [B, C, F, h, w]: frame (or view) 0 of item 0, decoded, as a PIL image."""
     from PIL import Image
 
-    pixels = bundle.autoencoder.decode(samples[:1, :, :1].to(bundle.device, bundle.dtype))[0, :, 0]
+    pixels = model.autoencoder.decode(samples[:1, :, :1].to(model.device, model.dtype))[0, :, 0]
     array = ((pixels.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
     return Image.fromarray(array)
 
 
 @torch.no_grad()
-def decode_splats(bundle: ModelBundle, latents: Latents, min_opacity: float = 0.05) -> Splats:
+def decode_splats(model: FamilyModel, latents: Latents, min_opacity: float = 0.05) -> Splats:
     """3D view latents -> one splat per item, in the world frame of the rig's cameras (float32, CPU)."""
     if latents.modality != "3d":
         raise ValueError(f"only 3D latents decode to splats; these are {latents.modality} latents")
-    samples = latents.samples.to(bundle.device, bundle.dtype)
-    splats = bundle.splat_decoder.decode(samples, latents.cameras, min_opacity=min_opacity)
+    if model.splat_decoder is None:
+        raise ValueError(f"{model.capabilities.family} has no splat decoder; 3D needs a UniDiT bundle")
+    samples = latents.samples.to(model.device, model.dtype)
+    splats = model.splat_decoder.decode(samples, latents.cameras, min_opacity=min_opacity)
     return splats.to(device="cpu", dtype=torch.float32)
 
 

@@ -1,9 +1,10 @@
-"""The resident model store: a process-wide registry of loaded bundles.
+"""The resident model store: a process-wide registry of loaded models of every family.
 
-A bundle is loaded once per (file identity, dtype, device) and stays resident between runs; nodes pass around
-:class:`ModelHandle` s, light keys into the store, never the tensors (so caches hold handles, not copies).
-Loads are counted, so tests and benchmarks can prove that a second run reloads nothing. Inside ComfyUI the
-modules are registered with ComfyUI's memory manager (``comfy_bridge.ManagedModules``).
+A model is loaded once per (files, dtype, device) and stays resident between runs; nodes pass around
+:class:`ModelHandle` s, light keys into the store, never the tensors (so caches hold handles, not copies). A
+file's identity is its resolved path, size and modification time (for a diffusers folder: its files'), so a
+replaced file loads afresh. Loads are counted, so tests and benchmarks can prove that a second run reloads
+nothing. Inside ComfyUI the modules are registered with ComfyUI's memory manager (``comfy_bridge.ManagedModules``).
 """
 from __future__ import annotations
 
@@ -13,11 +14,12 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Union
 
 import torch
 
 from . import comfy_bridge
-from .bundle import SHIPPED_BUNDLE, ModelBundle
+from .families import FamilyModel, ModelFiles, load_model
 from .model.attention import check_backend_name
 
 log = logging.getLogger("unidit")
@@ -26,74 +28,96 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 @dataclass(frozen=True)
-class ModelHandle:
-    """What a UNIDIT_MODEL socket carries: which file, on which device, in which dtype, with which attention."""
-
+class FileIdentity:
+    role: str          # "diffusion_model", "text_encoder", "vae", "low_noise"
     path: str
     size: int
     modified_ns: int
+
+    @classmethod
+    def of(cls, role: str, path: Path) -> "FileIdentity":
+        resolved = Path(os.path.realpath(path))
+        if resolved.is_dir():
+            files = [p for p in resolved.rglob("*") if p.is_file()]
+            size = sum(p.stat().st_size for p in files)
+            modified = max((p.stat().st_mtime_ns for p in files), default=resolved.stat().st_mtime_ns)
+            return cls(role, str(resolved), size, modified)
+        if not resolved.is_file():
+            raise FileNotFoundError(f"model file {Path(path).name!r} not found")
+        stat = resolved.stat()
+        return cls(role, str(resolved), stat.st_size, stat.st_mtime_ns)
+
+
+@dataclass(frozen=True)
+class ModelHandle:
+    """What a UNIDIT_MODEL socket carries: which files, on which device, in which dtype, with which attention."""
+
+    files: tuple[FileIdentity, ...]
     device: str
     dtype: str
     attention: str
 
     @property
     def key(self) -> tuple:
-        return (self.path, self.size, self.modified_ns, self.dtype, self.device)
+        return (self.files, self.dtype, self.device)
 
     @property
     def name(self) -> str:
-        return Path(self.path).name
+        return " + ".join(Path(f.path).name for f in self.files)
+
+    def model_files(self) -> ModelFiles:
+        return ModelFiles(**{f.role: Path(f.path) for f in self.files})
 
 
 class ModelStore:
     def __init__(self):
-        self._bundles: dict = {}
+        self._models: dict = {}
         self._managed: dict = {}
         self._lock = threading.RLock()
-        self.loads = 0  # bundle files read from disk since the process started
+        self.loads = 0  # models read from disk since the process started
 
-    def handle(self, path: os.PathLike | str, device: str = "auto", dtype: str = "auto",
+    def handle(self, files: Union[ModelFiles, os.PathLike, str], device: str = "auto", dtype: str = "auto",
                attention: str = "sdpa") -> ModelHandle:
-        """A handle for ``path`` (resolved, with its size and modification time as the file identity)."""
-        resolved = Path(os.path.realpath(path))
-        if not resolved.is_file():
-            raise FileNotFoundError(f"model bundle {Path(path).name!r} not found")
-        stat = resolved.stat()
+        """A handle for a model's files (one bundle path, or :class:`ModelFiles`)."""
+        if not isinstance(files, ModelFiles):
+            files = ModelFiles(Path(files))
+        identities = tuple(FileIdentity.of(role, path) for role, path in files.paths().items())
         chosen_device = str(comfy_bridge.default_device()) if device == "auto" else device
         chosen_dtype = resolve_dtype(dtype, chosen_device)
         check_backend_name(attention)
-        return ModelHandle(str(resolved), stat.st_size, stat.st_mtime_ns, chosen_device, chosen_dtype, attention)
+        return ModelHandle(identities, chosen_device, chosen_dtype, attention)
 
-    def bundle(self, handle: ModelHandle) -> ModelBundle:
-        """The loaded bundle of ``handle``, loading it on first use; ready on its device."""
+    def model(self, handle: ModelHandle) -> FamilyModel:
+        """The loaded model of ``handle``, loading it on first use; ready on its device."""
         with self._lock:
-            bundle = self._bundles.get(handle.key)
-            if bundle is None:
+            model = self._models.get(handle.key)
+            if model is None:
                 started = time.perf_counter()
-                bundle = ModelBundle.load(handle.path, device=handle.device, dtype=DTYPES[handle.dtype])
-                self._bundles[handle.key] = bundle
-                self._managed[handle.key] = comfy_bridge.ManagedModules(bundle.modules(), torch.device(handle.device))
+                model = load_model(handle.model_files(), device=handle.device, dtype=DTYPES[handle.dtype])
+                self._models[handle.key] = model
+                self._managed[handle.key] = comfy_bridge.ManagedModules(model.modules(), torch.device(handle.device))
                 self.loads += 1
-                log.info("UniDiT: loaded %s on %s as %s in %.2f s (%.1fM parameters)", handle.name, handle.device,
-                         handle.dtype, time.perf_counter() - started, bundle.parameter_count() / 1e6)
+                log.info("UniDiT: loaded %s (%s) on %s as %s in %.2f s (%.1fM parameters)", handle.name,
+                         model.capabilities.family, handle.device, handle.dtype, time.perf_counter() - started,
+                         model.parameter_count() / 1e6)
             self._managed[handle.key].ready()
-            bundle.dit.set_attention_backend(handle.attention)
-            return bundle
+            model.set_attention_backend(handle.attention)
+            return model
 
     def __len__(self) -> int:
-        """How many bundles are resident."""
-        return len(self._bundles)
+        """How many models are resident."""
+        return len(self._models)
 
     def is_loaded(self, handle: ModelHandle) -> bool:
-        return handle.key in self._bundles
+        return handle.key in self._models
 
     def unload(self, handle: ModelHandle | None = None) -> int:
-        """Drop one bundle (or all); returns how many were dropped."""
+        """Drop one model (or all); returns how many were dropped."""
         with self._lock:
-            keys = [handle.key] if handle is not None else list(self._bundles)
+            keys = [handle.key] if handle is not None else list(self._models)
             dropped = 0
             for key in keys:
-                if self._bundles.pop(key, None) is not None:
+                if self._models.pop(key, None) is not None:
                     self._managed.pop(key).release()
                     dropped += 1
             if dropped and torch.cuda.is_available():
@@ -113,13 +137,3 @@ def resolve_dtype(dtype: str, device: str) -> str:
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; choose auto or one of {list(DTYPES)}")
     return dtype
-
-
-def available_bundles() -> dict:
-    """Bundle files by name from every model folder (first folder wins on a name clash)."""
-    found = {}
-    for folder in comfy_bridge.model_directories(SHIPPED_BUNDLE.parent):
-        if folder.is_dir():
-            for path in sorted(folder.glob("*.safetensors")):
-                found.setdefault(path.name, path)
-    return found

@@ -25,7 +25,7 @@ def test_a_bundle_round_trips_through_one_file(tmp_path):
     assert loaded.tokenizer.to_str() == bundle.tokenizer.to_str()
     for before, after in zip(outputs(bundle), outputs(loaded)):
         assert torch.equal(before, after)
-    components = {key.split(".")[0] for key in read_bundle(tmp_path / "b.safetensors").tensors}
+    components = {key.split(".")[0] for key in read_bundle(tmp_path / "b.safetensors").weights}
     assert components == {"dit", "vae", "splat", "text"}
 
 

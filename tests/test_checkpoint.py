@@ -3,6 +3,7 @@ import struct
 
 import pytest
 import torch
+from safetensors.torch import save as save_safetensors_bytes
 
 from unidit.runtime.checkpoint import CheckpointError, read_bundle, save_bundle
 from unidit.runtime.model.config import DiTConfig
@@ -31,12 +32,28 @@ def test_save_then_load_reproduces_outputs_exactly(tmp_path):
     assert all(key.startswith("dit.") for key in _header(tmp_path / "m.safetensors") if key != "__metadata__")
 
 
-def test_half_precision_storage_loads_into_fp32(tmp_path):
+def test_half_precision_storage_is_mapped_as_stored_and_computes_in_fp32(tmp_path):
     model = save_tiny(tmp_path / "m.safetensors", dtype=torch.float16)
     bundle = read_bundle(tmp_path / "m.safetensors")
     loaded = bundle.load_into("dit", UniDiT(DiTConfig.from_dict(bundle.config["dit"]))).eval()
+    assert loaded.blocks[0].attn.qkv.weight.dtype == torch.float16  # a view of the file, not a converted copy
+    assert torch.equal(loaded.blocks[0].attn.qkv.weight, model.blocks[0].attn.qkv.weight.half())
+    loaded.float()
     assert loaded.blocks[0].attn.qkv.weight.dtype == torch.float32
     assert torch.allclose(forward(loaded), forward(model), atol=1e-2)
+
+
+def test_format_1_bundles_with_per_patch_embedders_still_load(tmp_path):
+    model = tiny_dit()
+    state = {f"dit.{key}".replace("patch_embed.", "patch_embed.1x2x2.").replace("camera_embed.", "camera_embed.1x2x2.")
+             .replace("final_head.", "final_head.1x2x2."): tensor for key, tensor in model.state_dict().items()}
+    config = {**model.config.to_dict(), "patch_sizes": [[1, 2, 2]]}
+    del config["patch_size"]
+    header = {"format": "unidit.bundle", "format_version": "1", "config": json.dumps({"dit": config})}
+    (tmp_path / "old.safetensors").write_bytes(save_safetensors_bytes(state, metadata=header))
+    bundle = read_bundle(tmp_path / "old.safetensors")
+    loaded = bundle.load_into("dit", UniDiT(DiTConfig.from_dict(bundle.config["dit"]))).eval()
+    assert torch.equal(forward(loaded), forward(model))
 
 
 def test_existing_file_is_not_overwritten_unless_asked(tmp_path):

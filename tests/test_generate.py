@@ -5,12 +5,12 @@ from unidit.runtime.generate import (condition_on_image, decode_frames, decode_s
                                      generate)
 from unidit.runtime.sampling.guidance import GuidanceConfig
 from unidit.runtime.sampling.sampler import SamplerConfig, SamplingInterrupted
-from unidit_testing import tiny_bundle
+from unidit_testing import tiny_model
 
 
 @pytest.fixture(scope="module")
 def bundle():
-    return tiny_bundle()
+    return tiny_model()
 
 
 def run(bundle, latents, seed=3, **sampler):
@@ -81,3 +81,9 @@ def test_cancel_stops_generation(bundle):
         generate(bundle, empty_latents(bundle, "image", 32, 32), positive, None, GuidanceConfig(1.0),
                  SamplerConfig(steps=5), 0, cancel=lambda: calls.append(1) or len(calls) > 2)
     assert len(calls) == 3
+
+
+def test_autoencoders_without_tiles_say_so(bundle):
+    latents = run(bundle, empty_latents(bundle, "image", 32, 32))
+    with pytest.raises(ValueError, match="decodes whole frames; set tile_size to 0"):
+        decode_frames(bundle, latents, tile_size=16)

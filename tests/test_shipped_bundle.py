@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from unidit.runtime.bundle import SHIPPED_BUNDLE, ModelBundle
+from unidit.runtime.families.unidit import model_from_bundle
 from unidit.runtime.generate import decode_frames, empty_latents, generate
 from unidit.runtime.sampling.guidance import GuidanceConfig
 from unidit.runtime.sampling.sampler import SamplerConfig
@@ -18,13 +19,14 @@ def shipped():
 
 
 def sample_images(bundle, prompts, seed=0, steps=None):
-    defaults = bundle.defaults
-    latents = empty_latents(bundle, "image", defaults.width, defaults.height, batch_size=len(prompts))
+    model = model_from_bundle(bundle)
+    defaults = model.defaults
+    latents = empty_latents(model, "image", defaults.width, defaults.height, batch_size=len(prompts))
     sampler = SamplerConfig(solver=defaults.solver, steps=steps or defaults.steps)
     with torch.no_grad():
-        result = generate(bundle, latents, bundle.encode_prompts(prompts), bundle.encode_prompts([""]),
+        result = generate(model, latents, model.encode_prompts(prompts), model.encode_prompts([""]),
                           GuidanceConfig(defaults.guidance), sampler, seed)
-    return decode_frames(bundle, result)[:, 0]
+    return decode_frames(model, result)[:, 0]
 
 
 def test_the_shipped_bundle_is_complete_and_small(shipped):

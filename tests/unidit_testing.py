@@ -55,6 +55,13 @@ def tiny_bundle(seed: int = 1):
     return bundle.eval()
 
 
+def tiny_model(seed: int = 1):
+    """:func:`tiny_bundle` behind the family interface, as the nodes and generate() see models."""
+    from unidit.runtime.families.unidit import model_from_bundle
+
+    return model_from_bundle(tiny_bundle(seed))
+
+
 def glb_vertex_colours_present(path) -> bool:
     """Whether the first primitive of a GLB file carries per-vertex colours (COLOR_0)."""
     import pygltflib

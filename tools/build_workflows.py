@@ -19,6 +19,14 @@ ROOT = Path(__file__).resolve().parents[1]
 COLUMN, ROW = 360, 40           # grid spacing in canvas units
 NODE_WIDTH = 320
 GROUP_COLOURS = {"Model": "#3f789e", "Prompt": "#8A8", "Image": "#b58b2a", "Video": "#a1309b", "3D": "#88A"}
+# The files ComfyUI users keep for Wan (models/diffusion_models, models/text_encoders, models/vae).
+WAN21 = {"diffusion_model": "wan2.1_t2v_1.3B_fp16.safetensors", "text_encoder": "umt5_xxl_fp8_e4m3fn_scaled.safetensors",
+         "vae": "wan_2.1_vae.safetensors"}
+WAN22 = {"diffusion_model": "wan2.2_ti2v_5B_fp16.safetensors", "text_encoder": "umt5_xxl_fp8_e4m3fn_scaled.safetensors",
+         "vae": "wan2.2_vae.safetensors"}
+WAN_FILES_NOTE = ("Files: models/diffusion_models/{diffusion_model}, models/text_encoders/{text_encoder}, "
+                  "models/vae/{vae} (the files ComfyUI's own Wan examples use). Needs a GPU for these sizes; on a "
+                  "CPU use a small size and few frames.")
 
 
 @dataclass
@@ -138,6 +146,59 @@ def examples() -> list:
                      Node(17, "UniDiTSaveMesh", 4, 33, {"filename_prefix": "UniDiT/all_mesh"}, {"mesh": (16, 0)}),
                  ], {"Model": [1], "Prompt": [2, 3], "Image": [4, 5, 6, 7], "Video": [8, 9, 10, 11],
                      "3D": [12, 13, 14, 15, 16, 17]}),
+        *wan_examples(),
+    ]
+
+
+def wan_examples() -> list:
+    """Wan 2.1 T2V 1.3B text -> video and text -> image; Wan 2.2 TI2V-5B image -> video."""
+    wan21, wan22 = Node(1, "UniDiTPartsLoader", 0, 0, WAN21), Node(1, "UniDiTPartsLoader", 0, 0, WAN22)
+    return [
+        Workflow("wan_text_to_video", "Wan 2.1 text -> video: 81 frames at 832x480, 16 fps (5 s). Wan's official "
+                 "negative prompt is used unless you connect one to UniDiT Guidance. " + WAN_FILES_NOTE.format(**WAN21), [
+                     wan21,
+                     Node(2, "UniDiTTextEncode", 0, 8, {"text": "a red fox trotting through fresh snow in a pine "
+                                                                "forest, soft morning light, the camera follows it"},
+                          {"model": (1, 0)}),
+                     Node(3, "UniDiTEmptyVideoLatent", 1, 0, {"width": 832, "height": 480, "frames": 81, "fps": 16.0},
+                          {"model": (1, 0)}),
+                     Node(4, "UniDiTGuidance", 1, 7, {"scale": 5.0}),
+                     Node(5, "UniDiTSampler", 2, 0, {"seed": 7, "steps": 30, "solver": "euler"},
+                          {"model": (1, 0), "positive": (2, 0), "latent": (3, 0), "guidance": (4, 0)}),
+                     Node(6, "UniDiTDecode", 3, 0, {}, {"model": (1, 0), "latent": (5, 0)}),
+                     Node(7, "UniDiTSaveVideo", 3, 4, {"filename_prefix": "UniDiT/wan_video"},
+                          {"images": (6, 0), "fps": (6, 1)}),
+                 ], {"Model": [1], "Prompt": [2, 4], "Video": [3, 5, 6, 7]}),
+        Workflow("wan_text_to_image", "Wan 2.1 text -> image: a one-frame video is an image (832x480). "
+                 + WAN_FILES_NOTE.format(**WAN21), [
+                     wan21,
+                     Node(2, "UniDiTTextEncode", 0, 8, {"text": "a lighthouse on a rocky coast at sunset, waves "
+                                                                "breaking, dramatic clouds, photograph"},
+                          {"model": (1, 0)}),
+                     Node(3, "UniDiTEmptyImageLatent", 1, 0, {"width": 832, "height": 480}, {"model": (1, 0)}),
+                     Node(4, "UniDiTGuidance", 1, 5, {"scale": 5.0}),
+                     Node(5, "UniDiTSampler", 2, 0, {"seed": 8, "steps": 30, "solver": "euler"},
+                          {"model": (1, 0), "positive": (2, 0), "latent": (3, 0), "guidance": (4, 0)}),
+                     Node(6, "UniDiTDecode", 3, 0, {}, {"model": (1, 0), "latent": (5, 0)}),
+                     Node(7, "UniDiTSaveImage", 3, 4, {"filename_prefix": "UniDiT/wan_image"}, {"images": (6, 0)}),
+                 ], {"Model": [1], "Prompt": [2, 4], "Image": [3, 5, 6, 7]}),
+        Workflow("wan_image_to_video", "Wan 2.2 TI2V-5B image -> video: the image is the first frame (held "
+                 "exactly), 121 frames at 1280x704, 24 fps. Load your own image (it is resized to the video's "
+                 "size). " + WAN_FILES_NOTE.format(**WAN22), [
+                     wan22,
+                     Node(2, "LoadImage", 0, 8, {"image": "unidit_example.png"}),
+                     Node(3, "UniDiTTextEncode", 0, 19, {"text": "a red cube slowly turns on a grey table, studio "
+                                                                 "lighting"}, {"model": (1, 0)}),
+                     Node(4, "UniDiTEmptyVideoLatent", 1, 0, {"width": 1280, "height": 704, "frames": 121,
+                                                              "fps": 24.0}, {"model": (1, 0)}),
+                     Node(5, "UniDiTImageCondition", 1, 8, {}, {"model": (1, 0), "latent": (4, 0), "image": (2, 0)}),
+                     Node(6, "UniDiTGuidance", 1, 13, {"scale": 5.0}),
+                     Node(7, "UniDiTSampler", 2, 0, {"seed": 9, "steps": 30, "solver": "euler"},
+                          {"model": (1, 0), "positive": (3, 0), "latent": (5, 0), "guidance": (6, 0)}),
+                     Node(8, "UniDiTDecode", 3, 0, {}, {"model": (1, 0), "latent": (7, 0)}),
+                     Node(9, "UniDiTSaveVideo", 3, 4, {"filename_prefix": "UniDiT/wan_image_to_video"},
+                          {"images": (8, 0), "fps": (8, 1)}),
+                 ], {"Model": [1], "Prompt": [2, 3, 6], "Video": [4, 5, 7, 8, 9]}),
     ]
 
 

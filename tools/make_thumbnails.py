@@ -4,9 +4,10 @@ pack's template cards (it asks `unidit serve` and ComfyUI for ``/api/workflow_te
 Each thumbnail is what its workflow makes with the shipped bundle: the first frame of every image or video it
 decodes, and a front view of every splat, in a square grid. The workflow's API twin (``workflows/api/<name>.json``)
 runs up to those decoders only, with a core Preview Image node added after each (and a Render Splat node
-before the previews of splats).
+before the previews of splats). Workflows for models the pack does not ship (Wan) get a card instead: what the
+workflow makes and the files it needs.
 
-    python tools/make_thumbnails.py [--models DIR]   # run it again whenever the shipped bundle changes
+    python tools/make_thumbnails.py [--models DIR] [NAME ...]   # again whenever the shipped bundle changes
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from unidit.runtime import comfy_bridge
 from unidit.runtime.host.executor import Executor, validate_prompt
@@ -77,10 +78,35 @@ def thumbnail(name: str, executor: Executor) -> Image.Image:
     return sheet
 
 
+def card(name: str) -> Image.Image:
+    """A thumbnail for a workflow whose model is not shipped: its task, a film strip or frame, the files it needs."""
+    api = load_workflow(WORKFLOWS / "api" / f"{name}.json")
+    loader = next(node["inputs"] for node in api.values() if node["class_type"] == "UniDiTPartsLoader")
+    video = any(node["class_type"] == "UniDiTEmptyVideoLatent" for node in api.values())
+    image_in = any(node["class_type"] == "UniDiTImageCondition" for node in api.values())
+    family = "Wan 2.2" if "2.2" in loader["diffusion_model"] else "Wan 2.1"
+    task = ("image -> video" if image_in else "text -> video") if video else "text -> image"
+    sheet = Image.new("RGB", (SIZE, SIZE), "#1d2733")
+    draw = ImageDraw.Draw(sheet)
+    title, small = ImageFont.load_default(size=30), ImageFont.load_default(size=13)
+    draw.text((16, 14), family, fill="#f0f0f0", font=title)
+    draw.text((16, 52), task, fill="#9fd3ff", font=ImageFont.load_default(size=22))
+    frames = 4 if video else 1
+    width = (SIZE - 32 - 8 * (frames - 1)) // frames
+    for index in range(frames):
+        left = 16 + index * (width + 8)
+        draw.rectangle((left, 96, left + width, 96 + 84), outline="#9fd3ff", width=2,
+                       fill="#2c3e50" if index or not image_in else "#b58b2a")
+    for row, part in enumerate(("diffusion_model", "text_encoder", "vae")):
+        draw.text((16, 196 + 17 * row), loader[part].removesuffix(".safetensors"), fill="#c8c8c8", font=small)
+    return sheet
+
+
 def main(argv: list | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", type=Path, action="append", default=[],
                         help="a folder of bundles searched before the pack's models/ (for trying a stand-in)")
+    parser.add_argument("names", nargs="*", help="the workflows to make thumbnails of (default: all)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
@@ -89,8 +115,12 @@ def main(argv: list | None = None) -> int:
             output_directory=work / "output", input_directory=work / "input", temp_directory=work / "temp",
             models_directories=args.models))
         for workflow in sorted(WORKFLOWS.glob("*.json")):
+            if args.names and workflow.stem not in args.names:
+                continue
             path = workflow.with_suffix(".jpg")
-            thumbnail(workflow.stem, executor).save(path, quality=90)
+            api = load_workflow(WORKFLOWS / "api" / workflow.name)
+            shipped = not any(node["class_type"] == "UniDiTPartsLoader" for node in api.values())
+            (thumbnail(workflow.stem, executor) if shipped else card(workflow.stem)).save(path, quality=90)
             print(path, file=sys.stderr)
     return 0
 

@@ -1,9 +1,14 @@
-"""`unidit bench forward`: one backbone forward pass against diffusers' WanTransformer3DModel.
+"""`unidit bench forward`: one forward pass against diffusers' WanTransformer3DModel, CPU fp32.
 
-Wan is the closest public peer (adaLN, QK-norm, 3D RoPE, text cross-attention). Both run at the same width,
-depth, heads, token count and text length, with our gated MLP sized so both have the same parameter count;
-CPU fp32, one thread; the two alternate round by round and the ratio is the median of per-round ratios.
-``matmul_fraction`` is our achieved GFLOP/s over a 2048^3 fp32 matmul's measured in the same run.
+- ``--family unidit`` (default): our backbone. Wan is the closest public peer (adaLN, QK-norm, 3D RoPE, text
+  cross-attention). Both run at the same width, depth, heads, token count and text length, with our gated MLP
+  sized so both have the same parameter count; one thread. ``matmul_fraction`` is our achieved GFLOP/s over a
+  2048^3 fp32 matmul's measured in the same run.
+- ``--family wan``: our Wan model against diffusers' at the Wan 2.1 1.3B shape (dim 1536, 30 blocks, 12 heads),
+  sharing the same weights (ours are diffusers' tensors under the original names, no copy), on the same latent
+  and the same 512 padded text tokens; two threads.
+
+The two alternate round by round and the ratio is the median of per-round ratios (ours / diffusers).
 """
 from __future__ import annotations
 
@@ -65,7 +70,12 @@ def _flops(fn) -> int:
     return counter.get_total_flops()
 
 
-def run(progress: bool = True) -> dict:
+def run(progress: bool = True, family: str = "unidit") -> dict:
+    if family == "wan":
+        return run_wan(progress)
+    if family != "unidit":
+        raise ValueError(f"unknown family {family!r}; choose unidit or wan")
+
     def say(message):
         if progress:
             print(message, file=sys.stderr, flush=True)
@@ -124,5 +134,74 @@ def run(progress: bool = True) -> dict:
         "tokens": tokens,
         "text_tokens": TEXT_LENGTH,
         "config": f"width {WIDTH}, depth {DEPTH}, heads {HEADS}, batch 1, fp32, 1 thread",
+        "peer": "diffusers WanTransformer3DModel",
+    }
+
+
+WAN_LATENT = (1, 16, 1, 32, 32)                  # a 256x256 image: 16 x 16 = 256 tokens
+WAN_THREADS, WAN_ROUNDS, WAN_WARMUP = 2, 5, 1
+
+
+def run_wan(progress: bool = True) -> dict:
+    from ..families.wan.dit import WanDiT, WanDiTConfig, diffusers_to_original
+    from ..weights import fill_module
+
+    def say(message):
+        if progress:
+            print(message, file=sys.stderr, flush=True)
+
+    try:
+        from diffusers import WanTransformer3DModel
+    except ImportError:
+        raise SystemExit("unidit bench forward compares against diffusers, which is not installed: "
+                         "pip install 'comfyui-unidit[bench]'") from None
+    config = WanDiTConfig()  # the 1.3B shape
+    threads = torch.get_num_threads()
+    torch.set_num_threads(WAN_THREADS)
+    try:
+        torch.manual_seed(0)
+        say("building diffusers' WanTransformer3DModel at the 1.3B shape (fp32, random weights) ...")
+        peer = WanTransformer3DModel(patch_size=config.patch_size, num_attention_heads=config.num_heads,
+                                     attention_head_dim=config.head_dim, in_channels=config.in_channels,
+                                     out_channels=config.out_channels, text_dim=config.text_dim,
+                                     freq_dim=config.freq_dim, ffn_dim=config.ffn_dim, num_layers=config.num_layers,
+                                     cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=config.eps).eval()
+        with torch.device("meta"):
+            ours = WanDiT(config)
+        fill_module(ours, {diffusers_to_original(k): v for k, v in peer.state_dict().items()}, "diffusers model")
+        ours.eval()
+        shared = {p.data_ptr() for p in ours.parameters()} <= {p.data_ptr() for p in peer.parameters()}
+        x = torch.randn(WAN_LATENT)
+        text_tokens = 24
+        context = torch.randn(1, text_tokens, config.text_dim)
+        padded = torch.nn.functional.pad(context, (0, 0, 0, config.text_len - text_tokens))
+        sigma = torch.tensor([[0.5]])
+
+        def run_ours():
+            return ours(x, sigma, context)
+
+        def run_peer():
+            return peer(x, torch.tensor([500.0]), padded, return_dict=False)[0]
+
+        with torch.inference_mode():
+            difference = float((run_ours() - run_peer()).abs().max())
+            tokens = WAN_LATENT[2] * (WAN_LATENT[3] // 2) * (WAN_LATENT[4] // 2)
+            say(f"{sum(p.numel() for p in ours.parameters()) / 1e9:.2f}B parameters (shared: {shared}); {tokens} "
+                f"tokens, {config.text_len} text tokens; {WAN_WARMUP} warm-up + {WAN_ROUNDS} alternating rounds on "
+                f"{WAN_THREADS} threads ...")
+            times = interleaved({"ours": run_ours, "peer": run_peer}, WAN_ROUNDS, WAN_WARMUP)
+    finally:
+        torch.set_num_threads(threads)
+    return {
+        "ratio": round(median_ratio(times["ours"], times["peer"]), 3),
+        "ours_s": round(median(times["ours"]), 3),
+        "peer_s": round(median(times["peer"]), 3),
+        "max_abs_difference": difference,
+        "parameters_b": round(sum(p.numel() for p in ours.parameters()) / 1e9, 3),
+        "tokens": tokens,
+        "text_tokens": config.text_len,
+        "weights_shared": shared,
+        "config": f"Wan 2.1 1.3B shape: dim {config.dim}, {config.num_layers} blocks, {config.num_heads} heads, "
+                  f"ffn {config.ffn_dim}; batch 1, fp32, {WAN_THREADS} threads",
         "peer": "diffusers WanTransformer3DModel",
     }

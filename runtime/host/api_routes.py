@@ -119,7 +119,7 @@ class HostApi:
     """The API routes, over the server's nodes, queue and worker."""
 
     def __init__(self, nodes: dict, display_names: dict, python_modules: dict, services: comfy_bridge.HostServices,
-                 queue: PromptQueue, worker: PromptWorker, features: dict, model_folders: list, version: str):
+                 queue: PromptQueue, worker: PromptWorker, features: dict, model_folders: dict, version: str):
         self.nodes, self.display_names, self.python_modules = nodes, display_names, python_modules
         self.services, self.queue, self.worker, self.features = services, queue, worker, features
         self.model_folders, self.version = model_folders, version
@@ -370,18 +370,18 @@ class HostApi:
         return json_response(request, {PACK_NAME: template_names()})
 
     async def model_types(self, request: web.Request) -> web.Response:
-        return json_response(request, [comfy_bridge.MODEL_FOLDER])
+        return json_response(request, list(self.model_folders))
 
     async def experiment_models(self, request: web.Request) -> web.Response:
-        return json_response(request, [{"name": comfy_bridge.MODEL_FOLDER,
-                                        "folders": [str(folder) for folder in self.model_folders],
-                                        "extensions": [".safetensors"]}])
+        return json_response(request, [{"name": kind, "folders": [str(folder) for folder in folders],
+                                        "extensions": [".safetensors"]} for kind, folders in self.model_folders.items()])
 
     async def experiment_model_files(self, request: web.Request) -> web.Response:
-        if request.match_info["folder"] != comfy_bridge.MODEL_FOLDER:
-            raise ApiError(404, "not_found", "No such model folder", request.match_info["folder"][:128])
+        kind = request.match_info["folder"]
+        if kind not in self.model_folders:
+            raise ApiError(404, "not_found", "No such model folder", kind[:128])
         files = []
-        for index, folder in enumerate(self.model_folders):
+        for index, folder in enumerate(self.model_folders[kind]):
             for path in sorted(Path(folder).glob("*.safetensors")) if Path(folder).is_dir() else []:
                 stat = path.stat()
                 files.append({"name": path.name, "pathIndex": index, "modified": stat.st_mtime,
@@ -389,7 +389,8 @@ class HostApi:
         return json_response(request, files)
 
     async def folder_paths(self, request: web.Request) -> web.Response:
-        return json_response(request, {comfy_bridge.MODEL_FOLDER: [str(folder) for folder in self.model_folders]})
+        return json_response(request, {kind: [str(folder) for folder in folders]
+                                       for kind, folders in self.model_folders.items()})
 
     async def global_subgraphs(self, request: web.Request) -> web.Response:
         return json_response(request, {})

@@ -14,13 +14,21 @@ def _add_bench(subparsers) -> None:
                                   description="Run one benchmark and print its figures.")
     bench.add_argument("name", choices=sorted(BENCHMARKS), help="which benchmark to run")
     bench.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    bench.add_argument("--family", choices=["unidit", "wan"], default=None,
+                       help="forward only: which backbone to compare with diffusers' Wan model (default: unidit)")
     bench.set_defaults(handler=_run_bench)
 
 
 def _run_bench(args) -> int:
     from ..bench import run_benchmark
 
-    figures = run_benchmark(args.name, progress=not args.json)
+    options = {}
+    if args.family is not None:
+        if args.name != "forward":
+            print("error: --family applies to `unidit bench forward` only", file=sys.stderr)
+            return 2
+        options["family"] = args.family
+    figures = run_benchmark(args.name, progress=not args.json, **options)
     if args.json:
         print(json.dumps(figures, indent=2))
     else:
@@ -59,8 +67,10 @@ def _add_run(subparsers) -> None:
     run.add_argument("--out", type=Path, default=Path("output"), help="output folder (default: %(default)s)")
     run.add_argument("--input", type=Path, default=Path("input"),
                      help="folder of input images (default: %(default)s; the examples' inputs are copied in)")
-    run.add_argument("--models", type=Path, action="append", default=[],
-                     help="another folder of model bundles (the pack's models/ is always searched)")
+    run.add_argument("--models", type=Path, action="append", default=[], metavar="DIR",
+                     help="a models folder laid out as ComfyUI's: bundles in DIR or DIR/unidit, Wan files in "
+                          "DIR/diffusion_models, DIR/text_encoders and DIR/vae, diffusers folders in DIR/diffusers "
+                          "(repeat for more; the pack's models/ is always searched)")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="NODE.INPUT=VALUE",
                      help="change an input before running, e.g. --set 7.seed=42 --set 'UniDiTTextEncode.text=a "
                           "blue ball' (NODE: node id, title, or a class that occurs once)")
@@ -103,7 +113,9 @@ def _add_serve(subparsers) -> None:
     serve.add_argument("--user-directory", type=Path, metavar="DIR", default=Path("user"),
                        help="the editor's settings and saved workflows (default: %(default)s)")
     serve.add_argument("--models", type=Path, action="append", default=[], metavar="DIR",
-                       help="another folder of model bundles, searched before the pack's models/ (repeat for more)")
+                       help="a models folder laid out as ComfyUI's: bundles in DIR or DIR/unidit, Wan files in "
+                            "DIR/diffusion_models, DIR/text_encoders and DIR/vae, diffusers folders in "
+                            "DIR/diffusers; searched before the pack's models/ (repeat for more)")
     serve.add_argument("--max-upload-size", type=float, default=100.0, metavar="MB",
                        help="largest request body in MB (default: %(default)s)")
     serve.set_defaults(handler=_run_serve)
@@ -216,11 +228,12 @@ def _add_eval(subparsers) -> None:
 
 
 def _run_eval(args) -> int:
-    from ..bundle import SHIPPED_BUNDLE, ModelBundle
+    from ..bundle import SHIPPED_BUNDLE
+    from ..families import ModelFiles, load_model
     from ..train.evaluate import EvalConfig, evaluate
 
-    bundle = ModelBundle.load(args.bundle or SHIPPED_BUNDLE)
-    scores = evaluate(bundle, EvalConfig(seed=args.seed, steps=args.steps), progress=not args.json)
+    model = load_model(ModelFiles(args.bundle or SHIPPED_BUNDLE))
+    scores = evaluate(model, EvalConfig(seed=args.seed, steps=args.steps), progress=not args.json)
     if args.json:
         print(json.dumps(scores, indent=2))
     else:

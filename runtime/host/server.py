@@ -87,7 +87,9 @@ class HostServer:
         folders = config.folders()
         self.user_directory = config.user_directory.resolve()
         user_model_folders = [Path(folder).resolve() for folder in config.models_directories]
-        self.model_folders = user_model_folders + [SHIPPED_BUNDLE.parent]  # as the loader searches them
+        self.model_folders = {kind: comfy_bridge.standalone_model_folders(user_model_folders, kind)
+                              for kind in comfy_bridge.MODEL_KINDS}                    # as the loaders search them
+        self.model_folders[comfy_bridge.MODEL_FOLDER].append(SHIPPED_BUNDLE.parent)
         self.services = comfy_bridge.HostServices(folders["output"], folders["input"], folders["temp"],
                                                   user_model_folders)
         labels = [(folders[kind], kind) for kind in folders] + [(self.user_directory, "user")]
@@ -108,7 +110,7 @@ class HostServer:
         from ..store import STORE
 
         count = STORE.unload()
-        log.info("unloaded %d model bundle(s)", count)
+        log.info("unloaded %d model(s)", count)
 
     def _broadcast_status(self) -> None:
         self.hub.send_threadsafe("status", {"status": self.queue.info()})

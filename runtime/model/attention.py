@@ -1,7 +1,7 @@
 """Attention dispatch: one function, backends chosen by name.
 
-Layout everywhere: q [B, H, Sq, D], k and v [B, H, Sk, D]; ``mask`` is a boolean key-padding mask that
-broadcasts to [B, H, Sq, Sk] (True = attend), or None.
+Layout everywhere: q [B, H, Sq, D], k and v [B, H, Sk, D]; ``mask`` broadcasts to [B, H, Sq, Sk] and is either
+boolean (True = attend) or a float bias added to the scores (-inf = ignore), or None.
 
 Backends:
 - ``sdpa``: ``torch.nn.functional.scaled_dot_product_attention`` — the default, exact, on every device (it picks
@@ -154,7 +154,10 @@ def chunked_attention(q, k, v, mask=None, chunk_queries: int = CHUNK_QUERIES, ch
             scores = q_block @ k[:, :, k_start:k_start + chunk_keys].float().transpose(-1, -2)
             if mask is not None:
                 block_mask = mask[:, :, q_start:q_start + rows, k_start:k_start + chunk_keys]
-                scores = scores.masked_fill(~block_mask, -math.inf)
+                if block_mask.dtype == torch.bool:
+                    scores = scores.masked_fill(~block_mask, -math.inf)
+                else:
+                    scores = scores + block_mask.float()
             new_max = torch.maximum(running_max, scores.amax(dim=-1, keepdim=True))
             safe_max = torch.where(torch.isinf(new_max), torch.zeros_like(new_max), new_max)
             weights = torch.exp(scores - safe_max)

@@ -13,11 +13,6 @@ def modality_index(name: str) -> int:
     return MODALITIES.index(name)
 
 
-def patch_key(patch: tuple[int, int, int]) -> str:
-    """The embedder key of a patch shape, e.g. (1, 2, 2) -> "1x2x2"."""
-    return "x".join(str(p) for p in patch)
-
-
 @dataclass
 class DiTConfig:
     latent_channels: int = 16          # C of the latent volume [B, C, F, H, W]
@@ -26,7 +21,7 @@ class DiTConfig:
     num_heads: int = 6                 # attention heads; head dim = hidden_size / num_heads, a multiple of 16
     mlp_hidden: int = 1024             # inner width of the gated (SwiGLU) MLP
     text_dim: int = 256                # width of the text encoder's token embeddings and pooled vector
-    patch_sizes: tuple = ((1, 2, 2),)  # (frames, y, x) patch shapes, one embedder and output head each
+    patch_size: tuple = (1, 2, 2)      # (frames, y, x) latent cells per token
     camera_channels: int = 7           # Plücker rays (6) + given flag (1), entering through zero-init weights
     timestep_freq_dim: int = 256       # sinusoidal features of the timestep
     rope_theta: float = 10000.0
@@ -34,7 +29,9 @@ class DiTConfig:
     attention_backend: str = "sdpa"    # see runtime.model.attention
 
     def __post_init__(self):
-        self.patch_sizes = tuple(tuple(int(p) for p in patch) for patch in self.patch_sizes)
+        self.patch_size = tuple(int(p) for p in self.patch_size)
+        if len(self.patch_size) != 3 or min(self.patch_size) < 1:
+            raise ValueError(f"patch_size must be three positive sizes (frames, y, x), got {self.patch_size}")
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
         if self.head_dim % 16:
@@ -46,11 +43,14 @@ class DiTConfig:
 
     def to_dict(self) -> dict:
         data = asdict(self)
-        data["patch_sizes"] = [list(p) for p in self.patch_sizes]
+        data["patch_size"] = list(self.patch_size)
         return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "DiTConfig":
+        data = dict(data)
+        if "patch_sizes" in data:  # bundles of format 1 listed patch shapes; they always held exactly one
+            (data["patch_size"],) = data.pop("patch_sizes")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

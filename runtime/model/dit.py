@@ -1,12 +1,13 @@
 """The UniDiT backbone: one diffusion transformer for image, video and multi-view 3D latents.
 
-Every modality is a latent volume x [B, C, F, H, W] (image: F = 1; video: F latent frames; 3D: F views).
+Every modality is a latent volume x [B, C, F, H, W] (image: F = 1; video: F latent frames; 3D: F views), and
+every frame has its own noise level sigma [B, F]; a frame at sigma = 0 is given (clean conditioning).
 
-    tokens  = Linear(patches of x)                                    one embedder per patch shape
+    tokens  = Linear(patches of x)
             + Linear_zero(patches of [Plücker rays (6), given (1)])  camera and given-frame channels
-    cond    = MLP(sinusoid(1000 sigma)) + MLP(pooled text) + modality embedding        [B, hidden]
-    adaLN   = Linear_zero(SiLU(cond)) -> (shift, scale, gate) for attention and MLP, computed for sigma and
-              for sigma = 0 and chosen per frame by the given mask; each block adds its own learned table
+    cond    = MLP(sinusoid(1000 sigma)) + MLP(pooled text) + modality embedding     per frame, [B, F, hidden]
+    adaLN   = Linear_zero(SiLU(cond)) -> (shift, scale, gate) for attention and MLP, per frame; each block adds
+              its own learned table
     block   x = x + gate_a * norm(SelfAttn(modulate(norm(x)), 3D RoPE, QK-RMSNorm))
             x = x + tanh(gate_text) * CrossAttn(norm(x), text tokens, key-padding mask)    gate_text = 0 at init
             x = x + gate_m * norm(SwiGLU(modulate(norm(x))))
@@ -23,10 +24,11 @@ from typing import Optional
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from einops import rearrange
 
 from ..text.conditioning import TextConditioning
 from .attention import attention, check_backend_name
-from .config import MODALITIES, DiTConfig, patch_key
+from .config import MODALITIES, DiTConfig
 from .rope import apply_rope, grid_positions, rope_rotations
 
 
@@ -49,30 +51,26 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
 
 
 def timestep_features(sigma: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
-    """Sinusoidal features [B, dim] of the noise level, fed as ``1000 * sigma`` (the DiT/ADM embedding)."""
+    """Sinusoidal features [..., dim] of noise levels [...], fed as ``1000 * sigma`` (the DiT/ADM embedding)."""
     half = dim // 2
     frequencies = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32,
                                                                  device=sigma.device) / half)
-    angles = (1000.0 * sigma.float())[:, None] * frequencies[None, :]
+    angles = (1000.0 * sigma.float())[..., None] * frequencies
     return torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)
 
 
 def patchify(x: torch.Tensor, patch: tuple[int, int, int]) -> torch.Tensor:
-    """[B, C, F, H, W] -> [B, N, C * pt * ph * pw], tokens in (frame, y, x) order."""
-    b, c, f, h, w = x.shape
-    pt, ph, pw = patch
-    x = x.reshape(b, c, f // pt, pt, h // ph, ph, w // pw, pw)
-    return x.permute(0, 2, 4, 6, 1, 3, 5, 7).reshape(b, (f // pt) * (h // ph) * (w // pw), c * pt * ph * pw)
+    """Latent cells to tokens in (frame, y, x) order."""
+    pf, ph, pw = patch
+    return rearrange(x, "b c (f pf) (h ph) (w pw) -> b (f h w) (c pf ph pw)", pf=pf, ph=ph, pw=pw)
 
 
-def unpatchify(tokens: torch.Tensor, channels: int, grid: tuple[int, int, int],
-               patch: tuple[int, int, int]) -> torch.Tensor:
-    """Inverse of :func:`patchify`: [B, N, C * pt * ph * pw] -> [B, C, F, H, W]."""
-    b = tokens.shape[0]
-    gf, gh, gw = grid
-    pt, ph, pw = patch
-    x = tokens.reshape(b, gf, gh, gw, channels, pt, ph, pw).permute(0, 4, 1, 5, 2, 6, 3, 7)
-    return x.reshape(b, channels, gf * pt, gh * ph, gw * pw)
+def unpatchify(tokens: torch.Tensor, grid: tuple[int, int, int], patch: tuple[int, int, int]) -> torch.Tensor:
+    """Inverse of :func:`patchify` on a token grid of (frames, height, width) patches."""
+    pf, ph, pw = patch
+    f, h, w = grid
+    return rearrange(tokens, "b (f h w) (c pf ph pw) -> b c (f pf) (h ph) (w pw)", f=f, h=h, w=w, pf=pf, ph=ph,
+                     pw=pw)
 
 
 class SelfAttention(nn.Module):
@@ -85,12 +83,11 @@ class SelfAttention(nn.Module):
         self.out = nn.Linear(config.hidden_size, config.hidden_size)
 
     def forward(self, x, rotations, backend):
-        b, n, c = x.shape
-        q, k, v = self.qkv(x).view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = rearrange(self.qkv(x), "b n (three heads d) -> three b heads n d", three=3, heads=self.num_heads)
         q = apply_rope(self.q_norm(q), rotations)
         k = apply_rope(self.k_norm(k), rotations)
         out = attention(q, k, v, None, backend)
-        return self.out(out.transpose(1, 2).reshape(b, n, c))
+        return self.out(rearrange(out, "b heads n d -> b n (heads d)"))
 
 
 class CrossAttention(nn.Module):
@@ -106,13 +103,12 @@ class CrossAttention(nn.Module):
         self.out = nn.Linear(config.hidden_size, config.hidden_size)
 
     def forward(self, x, context, mask, backend):
-        b, n, c = x.shape
-        q = self.q_norm(self.q(x).view(b, n, self.num_heads, self.head_dim).transpose(1, 2))
-        k, v = self.kv(context).view(b, -1, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q = self.q_norm(rearrange(self.q(x), "b n (heads d) -> b heads n d", heads=self.num_heads))
+        k, v = rearrange(self.kv(context), "b l (two heads d) -> two b heads l d", two=2, heads=self.num_heads)
         out = attention(q, self.k_norm(k), v, mask[:, None, None, :], backend)
         # A prompt without any token has nothing to attend to: it contributes nothing.
         out = out * mask.any(dim=1).to(out.dtype)[:, None, None, None]
-        return self.out(out.transpose(1, 2).reshape(b, n, c))
+        return self.out(rearrange(out, "b heads n d -> b n (heads d)"))
 
 
 class GatedMLP(nn.Module):
@@ -167,11 +163,9 @@ class UniDiT(nn.Module):
         super().__init__()
         check_backend_name(config.attention_backend)
         self.config = config
-        dim = config.hidden_size
-        self.patch_embed = nn.ModuleDict({
-            patch_key(p): nn.Linear(config.latent_channels * math.prod(p), dim) for p in config.patch_sizes})
-        self.camera_embed = nn.ModuleDict({
-            patch_key(p): nn.Linear(config.camera_channels * math.prod(p), dim) for p in config.patch_sizes})
+        dim, cells = config.hidden_size, math.prod(config.patch_size)
+        self.patch_embed = nn.Linear(config.latent_channels * cells, dim)
+        self.camera_embed = nn.Linear(config.camera_channels * cells, dim)
         self.timestep_embed = nn.Sequential(nn.Linear(config.timestep_freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
         self.pooled_text_embed = nn.Sequential(nn.Linear(config.text_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
         self.modality_embed = nn.Embedding(len(MODALITIES), dim)
@@ -181,8 +175,7 @@ class UniDiT(nn.Module):
         self.blocks = nn.ModuleList(DiTBlock(config) for _ in range(config.depth))
         self.final_norm = RMSNorm(dim, config.norm_eps, affine=False)
         self.final_adaln = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
-        self.final_head = nn.ModuleDict({
-            patch_key(p): nn.Linear(dim, config.latent_channels * math.prod(p)) for p in config.patch_sizes})
+        self.final_head = nn.Linear(dim, config.latent_channels * cells)
         self.attention_backend = config.attention_backend
         self._rope_cache: dict = {}
         self.initialize_weights()
@@ -197,8 +190,7 @@ class UniDiT(nn.Module):
             nn.init.normal_(mlp[0].weight, std=0.02)
             nn.init.normal_(mlp[2].weight, std=0.02)
         nn.init.normal_(self.modality_embed.weight, std=0.02)
-        zero = [self.adaln[1], self.final_adaln[1], *self.camera_embed.values(), *self.final_head.values()]
-        for module in zero:
+        for module in (self.adaln[1], self.final_adaln[1], self.camera_embed, self.final_head):
             nn.init.zeros_(module.weight)
             nn.init.zeros_(module.bias)
         for block in self.blocks:
@@ -209,20 +201,16 @@ class UniDiT(nn.Module):
         self.attention_backend = check_backend_name(name)
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor, text: TextConditioning, modality: torch.Tensor,
-                given: Optional[torch.Tensor] = None, plucker: Optional[torch.Tensor] = None,
-                patch: Optional[tuple[int, int, int]] = None) -> torch.Tensor:
+                plucker: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Predict the velocity ``v = noise - x0`` of the noisy latent ``x``.
 
-        x: [B, C, F, H, W]; sigma: [B] noise levels of the frames that are not given; text: the prompt batch;
-        modality: [B] ids from ``MODALITIES``; given: [B, F] bool, frames that are clean conditioning (they get
-        sigma = 0 modulation); plucker: [B, 6, F, H, W] camera rays of 3D views at latent resolution, or None.
+        x: [B, C, F, H, W]; sigma: [B, F] noise level of every frame (0 = a given, clean conditioning frame; a
+        [B] tensor gives every frame the same level); text: the prompt batch; modality: [B] ids from
+        ``MODALITIES``; plucker: [B, 6, F, H, W] camera rays of 3D views at latent resolution, or None.
         """
         b, c, f, h, w = x.shape
         config = self.config
-        patch = tuple(patch) if patch is not None else config.patch_sizes[0]
-        key = patch_key(patch)
-        if key not in self.patch_embed:
-            raise ValueError(f"this model has no embedder for patch {patch}; it has {list(self.patch_embed)}")
+        patch = config.patch_size
         if c != config.latent_channels:
             raise ValueError(f"latent has {c} channels, the model expects {config.latent_channels}")
         if f % patch[0] or h % patch[1] or w % patch[2]:
@@ -230,31 +218,30 @@ class UniDiT(nn.Module):
         if len(text) != b:
             raise ValueError(f"text batch {len(text)} does not match latent batch {b}")
         grid = (f // patch[0], h // patch[1], w // patch[2])
-        dtype = self.patch_embed[key].weight.dtype
+        dtype = self.patch_embed.weight.dtype
         x = x.to(dtype)
+        sigma = torch.as_tensor(sigma, device=x.device, dtype=torch.float32)
+        sigma = (sigma.reshape(b, 1).expand(b, f) if sigma.ndim < 2 else sigma).reshape(b, grid[0], patch[0])
+        given = sigma == 0                                            # [B, frames, pf]
 
-        if given is None:
-            given = torch.zeros(b, f, dtype=torch.bool, device=x.device)
+        # Tokens: the latent's patches plus the camera rays and the given flag, which enter through zero-init weights.
         if plucker is None:
             plucker = x.new_zeros(b, 6, f, h, w)
-        given_channel = given[:, None, :, None, None].to(dtype).expand(b, 1, f, h, w)
+        given_channel = given.reshape(b, 1, f, 1, 1).to(dtype).expand(b, 1, f, h, w)
         camera = torch.cat([plucker.to(dtype), given_channel], dim=1)
-        tokens = self.patch_embed[key](patchify(x, patch)) + self.camera_embed[key](patchify(camera, patch))
+        tokens = self.patch_embed(patchify(x, patch)) + self.camera_embed(patchify(camera, patch))
 
-        # Conditioning vector for the noisy frames (sigma) and for the given frames (sigma = 0).
-        sigma = torch.as_tensor(sigma, device=x.device, dtype=torch.float32).reshape(-1).expand(b)
-        both_sigmas = torch.stack([sigma, torch.zeros_like(sigma)], dim=1).reshape(-1)
-        t_emb = self.timestep_embed(timestep_features(both_sigmas, config.timestep_freq_dim).to(dtype))
+        # Conditioning per frame: the frame's noise level (a patch of frames takes its first frame's), the pooled
+        # text and the modality.
+        t_emb = self.timestep_embed(timestep_features(sigma[:, :, 0], config.timestep_freq_dim).to(dtype))
         modality = torch.as_tensor(modality, device=x.device).reshape(-1).expand(b)
-        shared = self.pooled_text_embed(text.pooled.to(dtype)) + self.modality_embed(modality)
-        cond = t_emb.view(b, 2, -1) + shared[:, None, :]  # [B, 2, C]
-        given_tokens = given.view(b, grid[0], patch[0]).all(dim=-1)[:, :, None, None]  # [B, frames, 1, 1]
+        shared = self.modality_embed(modality)
+        if text.pooled is not None:
+            shared = shared + self.pooled_text_embed(text.pooled.to(dtype))
+        cond = t_emb + shared[:, None, :]                                                   # [B, frames, C]
+        frame_modulation = rearrange(self.adaln(cond), "b f (six c) -> b f six c", six=6)  # [B, frames, 6, C]
 
-        def per_frame(per_sigma: torch.Tensor) -> torch.Tensor:
-            """[B, 2, k, C] (noisy, given) -> [B, frames, k, C] by the given mask."""
-            return torch.where(given_tokens, per_sigma[:, 1:2], per_sigma[:, 0:1])
-
-        frame_modulation = per_frame(self.adaln(cond).view(b, 2, 6, -1))
+        # The blocks, then the output head.
         rotations = self._rope(grid, x.device)
         context = self.text_in(self.text_in_norm(text.tokens.to(dtype)))
         context_mask = text.mask.to(x.device)
@@ -262,11 +249,10 @@ class UniDiT(nn.Module):
             tokens = block(tokens, frame_modulation, grid[0], rotations, context, context_mask,
                            self.attention_backend)
 
-        shift, scale = per_frame(self.final_adaln(cond).view(b, 2, 2, -1)).unsqueeze(3).unbind(2)
-        n, dim = tokens.shape[1:]
-        tokens = modulate(self.final_norm(tokens).view(b, grid[0], n // grid[0], dim), shift, scale)
-        out = self.final_head[key](tokens.view(b, n, dim))
-        return unpatchify(out, c, grid, patch)
+        shift, scale = rearrange(self.final_adaln(cond), "b f (two c) -> two b f 1 c", two=2)
+        tokens = modulate(rearrange(self.final_norm(tokens), "b (f s) c -> b f s c", f=grid[0]), shift, scale)
+        out = self.final_head(rearrange(tokens, "b f s c -> b (f s) c"))
+        return unpatchify(out, grid, patch)
 
     def _rope(self, grid, device):
         key = (grid, device)

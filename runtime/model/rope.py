@@ -26,19 +26,22 @@ def grid_positions(frames: int, height: int, width: int, device=None) -> torch.T
     return torch.stack([f.reshape(-1), y.reshape(-1), x.reshape(-1)], dim=-1)
 
 
-def rope_angles(positions: torch.Tensor, head_dim: int, theta: float = 10000.0) -> torch.Tensor:
-    """Rotation angle of every channel pair at every position, [N, head_dim / 2]."""
+def rope_angles(positions: torch.Tensor, head_dim: int, theta: float = 10000.0,
+                dims: tuple[int, int, int] | None = None) -> torch.Tensor:
+    """Rotation angle of every channel pair at every position, [N, head_dim / 2]; ``dims`` are the channels of
+    the (frame, y, x) axes (default :func:`axis_dims`)."""
     angles = []
-    for axis, dim in enumerate(axis_dims(head_dim)):
+    for axis, dim in enumerate(dims or axis_dims(head_dim)):
         exponents = torch.arange(0, dim, 2, dtype=torch.float64, device=positions.device) / dim
         frequencies = theta ** (-exponents)
         angles.append(positions[:, axis, None].double() * frequencies[None, :])
     return torch.cat(angles, dim=-1)
 
 
-def rope_rotations(positions: torch.Tensor, head_dim: int, theta: float = 10000.0) -> torch.Tensor:
+def rope_rotations(positions: torch.Tensor, head_dim: int, theta: float = 10000.0,
+                   dims: tuple[int, int, int] | None = None) -> torch.Tensor:
     """Unit complex numbers exp(i * angle), [N, head_dim / 2], ready for :func:`apply_rope`."""
-    angles = rope_angles(positions, head_dim, theta)
+    angles = rope_angles(positions, head_dim, theta, dims)
     return torch.polar(torch.ones_like(angles), angles).to(torch.complex64)
 
 

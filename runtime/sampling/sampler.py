@@ -29,7 +29,7 @@ class SamplingInterrupted(Exception):
 class SamplerConfig:
     solver: str = "euler"
     steps: int = 20
-    shift: Optional[float] = None   # None: grows with the token count (flow.default_shift)
+    shift: Optional[float] = None   # None: the model family's shift, else one that grows with the token count
     denoise: float = 1.0            # < 1 starts from a partly noised input latent
 
     def __post_init__(self):
@@ -40,8 +40,12 @@ class SamplerConfig:
         if self.shift is not None and self.shift <= 0:
             raise ValueError(f"shift must be positive, got {self.shift}")
 
-    def sigmas(self, num_tokens: int, frames: int = 1) -> torch.Tensor:
-        shift = self.shift if self.shift is not None else default_shift(num_tokens, frames)
+    def sigmas(self, tokens_per_frame: int, frames: int = 1, family_shift: Optional[float] = None) -> torch.Tensor:
+        """The noise levels of a run over ``frames`` latent frames of ``tokens_per_frame`` tokens each. Without a
+        shift of its own the sampler uses ``family_shift`` (the model's default), else flow.default_shift."""
+        shift = self.shift if self.shift is not None else family_shift
+        if shift is None:
+            shift = default_shift(tokens_per_frame, frames)
         return sigma_schedule(self.steps, shift, self.denoise)
 
 

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..bundle import ModelBundle
+from ..families import FamilyModel
 from ..gaussians.render import RenderConfig, render
 from ..generate import condition_on_image, decode_frames, decode_splats, empty_latents, generate
 from ..sampling.guidance import GuidanceConfig
@@ -40,8 +40,8 @@ TEMPLATE_ZOOMS = (0.85, 0.92, 1.0, 1.08, 1.15)  # with the sizes 0.65, 1.0, 1.3:
 @dataclass
 class EvalConfig:
     seed: int = 0
-    steps: Optional[int] = None        # default: the bundle's
-    guidance: Optional[float] = None   # default: the bundle's
+    steps: Optional[int] = None        # default: the model's
+    guidance: Optional[float] = None   # default: the model's
     batch_size: int = 8
     conditioned_items: int = 4         # image -> video and image -> 3D inputs
     views_prompts: int = 8             # text -> 3D prompts
@@ -104,14 +104,14 @@ def classify_shape(mask: torch.Tensor, templates: dict) -> str:
     return max(scores, key=scores.get)
 
 
-def evaluate(bundle: ModelBundle, config: EvalConfig | None = None, progress: bool = True) -> dict:
+def evaluate(model: FamilyModel, config: EvalConfig | None = None, progress: bool = True) -> dict:
     config = config or EvalConfig()
     started = time.perf_counter()
-    defaults = bundle.defaults
+    defaults = model.defaults
     width, height = defaults.width, defaults.height
     sampler = SamplerConfig(solver=defaults.solver, steps=config.steps or defaults.steps)
     guidance = GuidanceConfig(scale=config.guidance if config.guidance is not None else defaults.guidance)
-    negative = bundle.encode_prompts([""])
+    negative = model.encode_prompts([defaults.negative_prompt])
     generator = torch.Generator().manual_seed(config.seed)
     world = ToyWorldConfig(resolution=width)
     image_pairs = [(colour, shape) for shape in SHAPES for colour in COLOURS]
@@ -119,11 +119,11 @@ def evaluate(bundle: ModelBundle, config: EvalConfig | None = None, progress: bo
     bar = tqdm(total=total, desc="eval", disable=not progress, dynamic_ncols=True)
 
     def run(modality: str, prompts: list, images: Optional[torch.Tensor] = None, seed: int = 0):
-        latents = empty_latents(bundle, modality, width, height, batch_size=len(prompts), frames=defaults.frames)
+        latents = empty_latents(model, modality, width, height, batch_size=len(prompts), frames=defaults.frames)
         if images is not None:
-            latents = condition_on_image(bundle, latents, images)
+            latents = condition_on_image(model, latents, images)
         with torch.no_grad():
-            result = generate(bundle, latents, bundle.encode_prompts(prompts), negative, guidance, sampler,
+            result = generate(model, latents, model.encode_prompts(prompts), negative, guidance, sampler,
                               config.seed + seed)
         bar.update(len(prompts))
         return result
@@ -133,7 +133,7 @@ def evaluate(bundle: ModelBundle, config: EvalConfig | None = None, progress: bo
     colour_hits, shape_hits, held_colour, held_shape = [], [], [], []
     for start in range(0, len(image_pairs), config.batch_size):
         pairs = image_pairs[start:start + config.batch_size]
-        frames = decode_frames(bundle, run("image", [f"a {c} {s}" for c, s in pairs], seed=start))[:, 0]
+        frames = decode_frames(model, run("image", [f"a {c} {s}" for c, s in pairs], seed=start))[:, 0]
         for (colour, shape), image in zip(pairs, frames):
             mask = object_mask(image)
             colour_ok = toyworld.dominant_colour(image, mask) == colour
@@ -145,21 +145,21 @@ def evaluate(bundle: ModelBundle, config: EvalConfig | None = None, progress: bo
                 held_shape.append(shape_ok)
 
     # text -> video: motion
-    videos = decode_frames(bundle, run("video", list(VIDEO_PROMPTS), seed=1000))
+    videos = decode_frames(model, run("video", list(VIDEO_PROMPTS), seed=1000))
     moving = [float((video[-1] - video[0]).abs().mean()) > MOTION_THRESHOLD for video in videos]
 
     # text -> 3D: the splat seen from each view against the view itself
     view_prompts = [f"a {colour} {SHAPES[i % len(SHAPES)]}" for i, colour in enumerate(COLOURS)]
     view_prompts = (view_prompts * math.ceil(config.views_prompts / len(view_prompts)))[:config.views_prompts]
     view_latents = run("3d", view_prompts, seed=2000)
-    splat_psnrs = splat_view_psnrs(bundle, view_latents, decode_frames(bundle, view_latents))
+    splat_psnrs = splat_view_psnrs(model, view_latents, decode_frames(model, view_latents))
 
     # image -> video and image -> 3D: the given frame comes back
     scenes = toyworld.sample_scenes(config.conditioned_items, generator, include_held_out=True)
     inputs = toyworld.render_images(scenes, world).rgb
     captions = [toyworld.caption(scene, generator) for scene in scenes]
-    first_frames = decode_frames(bundle, run("video", captions, inputs, seed=3000))[:, 0]
-    view0 = decode_frames(bundle, run("3d", captions, inputs, seed=4000))[:, 0]
+    first_frames = decode_frames(model, run("video", captions, inputs, seed=3000))[:, 0]
+    view0 = decode_frames(model, run("3d", captions, inputs, seed=4000))[:, 0]
     bar.close()
 
     def mean(values):
@@ -181,13 +181,13 @@ def evaluate(bundle: ModelBundle, config: EvalConfig | None = None, progress: bo
     }
 
 
-def splat_view_psnrs(bundle: ModelBundle, latents, views: torch.Tensor, supersample: int = 2) -> list:
+def splat_view_psnrs(model: FamilyModel, latents, views: torch.Tensor, supersample: int = 2) -> list:
     """PSNR of each item's splat rendered at every rig view against the decoded view, averaged over views.
 
     The generated views are antialiased renders, so the splat is rendered antialiased too: ``supersample`` x
     the resolution, then averaged down.
     """
-    splats = decode_splats(bundle, latents)
+    splats = decode_splats(model, latents)
     cameras = latents.cameras
     big = cameras.resized(cameras.width * supersample, cameras.height * supersample)
     scores = []

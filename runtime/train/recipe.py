@@ -79,7 +79,7 @@ def _presets() -> dict:
         name="toyworld",
         world=ToyWorldConfig(resolution=64),
         dit=DiTConfig(latent_channels=8, hidden_size=256, depth=8, num_heads=4, mlp_hidden=704, text_dim=128,
-                      patch_sizes=((1, 4, 4),)),
+                      patch_size=(1, 4, 4)),
         autoencoder=AutoencoderConfig(latent_channels=8, channels=(32, 64, 128)),
         splat=SplatDecoderConfig(latent_channels=8, channels=(32, 64, 128)),
         text=TextEncoderConfig(width=128, depth=2, num_heads=4, max_length=24),
@@ -336,6 +336,7 @@ FILLER_WORDS = ("please", "nice", "beautiful", "lovely", "shiny", "cool", "detai
 
 def backbone_step(bundle: ModelBundle, preset: Preset, dataset: dict):
     dit, text_encoder, tokenizer = bundle.dit, bundle.text_encoder, bundle.tokenizer
+    patch = dit.config.patch_size
     tasks = preset.tasks
     latent_size = preset.world.resolution // bundle.autoencoder.config.spatial_factor
     plucker = preset.world.rig_cameras().resized(latent_size, latent_size).plucker_rays().permute(1, 0, 2, 3)
@@ -366,14 +367,14 @@ def backbone_step(bundle: ModelBundle, preset: Preset, dataset: dict):
             text = text_encoder.encode(tokenizer, captions)
             frames = x0.shape[2]
             given = given_mask(kind, batch, frames, generator)
-            tokens_per_frame = (x0.shape[3] // 2) * (x0.shape[4] // 2)
+            tokens_per_frame = (x0.shape[3] // patch[1]) * (x0.shape[4] // patch[2])
             sigma = sample_training_sigmas(batch, generator, shift=default_shift(tokens_per_frame, frames))
             noise = torch.randn(x0.shape, generator=generator)
             hold = given[:, None, :, None, None]
             x = torch.where(hold, x0, add_noise(x0, noise, sigma.view(-1, 1, 1, 1, 1)))
             rays = plucker.unsqueeze(0).expand(batch, -1, -1, -1, -1) if kind == "3d" else None
             modality = torch.full((batch,), modality_index(kind), dtype=torch.long)
-            v = dit(x, sigma, text, modality, given, rays)
+            v = dit(x, torch.where(given, 0.0, sigma[:, None]), text, modality, rays)  # given frames at sigma 0
             free = (~hold).float().expand_as(v)
             loss = ((v - velocity_target(x0, noise)).square() * free).sum() / free.sum().clamp_min(1)
             metrics[kind] = loss

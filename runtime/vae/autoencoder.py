@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field, fields
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from einops import rearrange
 
 
 @dataclass
@@ -148,15 +149,14 @@ class CausalVideoAutoencoder(nn.Module):
         if h % factor or w % factor:
             raise ValueError(f"frame size {h}x{w} must be divisible by {factor}")
         group = self.config.temporal_group
-        features = self.frame_encoder(frames.transpose(1, 2).reshape(b * t, c, h, w))
-        width, fh, fw = features.shape[1:]
-        features = features.view(b, t, width, fh, fw)
+        features = self.frame_encoder(rearrange(frames, "b c t h w -> (b t) c h w"))
+        features = rearrange(features, "(b t) c h w -> b t c h w", b=b)
         moments = self.first_to_latent(features[:, 0]).unsqueeze(1)  # [B, 1, 2z, h, w]
         if latent_frames > 1:
-            groups = features[:, 1:].reshape(b * (latent_frames - 1), group * width, fh, fw)
-            rest = self.group_to_latent(groups).view(b, latent_frames - 1, *moments.shape[2:])
+            groups = rearrange(features[:, 1:], "b (k g) c h w -> (b k) (g c) h w", g=group)
+            rest = rearrange(self.group_to_latent(groups), "(b k) c h w -> b k c h w", b=b)
             moments = torch.cat([moments, rest], dim=1)
-        mean, log_variance = moments.transpose(1, 2).chunk(2, dim=1)
+        mean, log_variance = rearrange(moments, "b k c h w -> b c k h w").chunk(2, dim=1)
         return mean, log_variance.clamp(-30.0, 20.0)
 
     def encode(self, frames: torch.Tensor, generator: torch.Generator | None = None,
@@ -180,17 +180,13 @@ class CausalVideoAutoencoder(nn.Module):
         return self.decode_raw(self.denormalize(latents))
 
     def decode_raw(self, raw: torch.Tensor) -> torch.Tensor:
-        b, z, latent_frames, h, w = raw.shape
-        group = self.config.temporal_group
-        frames = raw.transpose(1, 2)  # [B, K+1, z, h, w]
-        features = [self.latent_to_first(frames[:, 0]).unsqueeze(1)]
-        if latent_frames > 1:
-            current, previous = frames[:, 1:], frames[:, :-1]
-            pairs = torch.cat([current, previous], dim=2).flatten(0, 1)
-            grouped = self.latent_to_group(pairs)  # [B*K, group*width, h, w]
-            width = grouped.shape[1] // group
-            features.append(grouped.view(b, (latent_frames - 1) * group, width, h, w))
-        features = torch.cat(features, dim=1)
-        t = features.shape[1]
-        pixels = self.frame_decoder(features.flatten(0, 1))
-        return pixels.view(b, t, *pixels.shape[1:]).transpose(1, 2)
+        b = raw.shape[0]
+        frames = rearrange(raw, "b z k h w -> b k z h w")
+        features = [self.latent_to_first(frames[:, 0]).unsqueeze(1)]               # [B, 1, width, h, w]
+        if frames.shape[1] > 1:
+            pairs = torch.cat([frames[:, 1:], frames[:, :-1]], dim=2)             # each latent frame + the one before
+            grouped = self.latent_to_group(rearrange(pairs, "b k z h w -> (b k) z h w"))
+            features.append(rearrange(grouped, "(b k) (g c) h w -> b (k g) c h w", b=b, g=self.config.temporal_group))
+        features = torch.cat(features, dim=1)                                         # [B, T, width, h, w]
+        pixels = self.frame_decoder(rearrange(features, "b t c h w -> (b t) c h w"))
+        return rearrange(pixels, "(b t) c h w -> b c t h w", b=b)

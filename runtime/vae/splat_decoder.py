@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn as nn
+from einops import rearrange
 
 from ..gaussians.camera import Cameras
 from ..gaussians.rotations import matrix_to_quaternion, quaternion_multiply
@@ -68,10 +69,8 @@ class SplatDecoder(nn.Module):
 
     def forward(self, latents: torch.Tensor) -> torch.Tensor:
         """Normalised view latents [B, z, V, h, w] -> raw per-pixel parameters [B, V, 12, H, W]."""
-        b, z, v, h, w = latents.shape
-        views = latents.transpose(1, 2).reshape(b * v, z, h, w)
-        raw = self.decoder(self.latent_in(views))
-        return raw.view(b, v, *raw.shape[1:])
+        raw = self.decoder(self.latent_in(rearrange(latents, "b z v h w -> (b v) z h w")))
+        return rearrange(raw, "(b v) c h w -> b v c h w", b=latents.shape[0])
 
     def gaussians(self, raw: torch.Tensor, cameras: Cameras) -> dict:
         """Per-pixel Gaussians in the world frame, each [B, V, H, W, ...]: positions 3, colors 3 (sRGB),
@@ -79,7 +78,7 @@ class SplatDecoder(nn.Module):
         config = self.config
         b, v, _, height, width = raw.shape
         cameras = cameras.resized(width, height).to(raw.device, raw.dtype)
-        raw = raw.permute(0, 1, 3, 4, 2)  # [B, V, H, W, 12]
+        raw = rearrange(raw, "b v c h w -> b v h w c")
         d, color, opacity, scale, rotation = raw.split([1, 3, 1, 3, 4], dim=-1)
         depth = config.near + (config.far - config.near) * torch.sigmoid(d)
         footprint = depth / cameras.fx.view(1, v, 1, 1, 1)

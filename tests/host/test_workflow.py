@@ -25,7 +25,7 @@ def builder():
 def test_there_is_a_workflow_for_every_pipeline_with_an_api_twin():
     names = {path.stem for path in WORKFLOWS}
     assert names == {"text_to_image", "text_to_video", "text_to_3d", "image_to_video", "image_to_3d",
-                     "one_prompt_three_modalities"}
+                     "one_prompt_three_modalities", "wan_text_to_video", "wan_text_to_image", "wan_image_to_video"}
     assert {path.stem for path in (ROOT / "workflows" / "api").glob("*.json")} == names
 
 

@@ -69,3 +69,14 @@ def test_registered_backend_is_used_and_unknown_names_are_rejected():
         del dispatch._BACKENDS["test_doubled"]
     with pytest.raises(ValueError, match="unknown attention backend 'nope'.*sdpa"):
         dispatch.attention(q, k, v, backend="nope")
+
+
+def test_a_float_mask_adds_to_the_scores_in_every_backend():
+    generator = torch.Generator().manual_seed(2)
+    q, k, v = (torch.randn(2, 2, 5, 16, generator=generator) for _ in range(3))
+    bias = torch.randn(2, 1, 1, 5, generator=generator)
+    bias[0, ..., 1] = float("-inf")
+    scores = (q @ k.transpose(-1, -2)) / 4 + bias
+    expected = torch.softmax(scores, dim=-1) @ v
+    for backend in ("sdpa", "chunked"):
+        assert torch.allclose(dispatch.attention(q, k, v, bias, backend), expected, atol=1e-5), backend

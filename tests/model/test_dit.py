@@ -11,7 +11,8 @@ from unidit_testing import TINY_DIT, make_text, randomize, tiny_dit
 def test_fresh_model_predicts_exactly_zero():
     model = UniDiT(DiTConfig(**TINY_DIT))
     x = torch.randn(2, 4, 3, 8, 8)
-    v = model(x, torch.tensor([0.3, 0.9]), make_text(2), torch.tensor([1, 1]), given=torch.tensor([[1, 0, 0]] * 2).bool())
+    sigma = torch.tensor([[0.0, 0.3, 0.3], [0.0, 0.9, 0.9]])  # frame 0 given
+    v = model(x, sigma, make_text(2), torch.tensor([1, 1]))
     assert torch.equal(v, torch.zeros_like(x))
 
 
@@ -21,7 +22,7 @@ def test_patchify_round_trip_is_exact():
         tokens = patchify(x, patch)
         assert tokens.shape[1] == (6 // patch[0]) * (8 // patch[1]) * (10 // patch[2])
         grid = (6 // patch[0], 8 // patch[1], 10 // patch[2])
-        assert torch.equal(unpatchify(tokens, 4, grid, patch), x)
+        assert torch.equal(unpatchify(tokens, grid, patch), x)
     # token 1 is the patch to the right of token 0
     tokens = patchify(x, (1, 2, 2))
     assert torch.equal(tokens[0, 1].view(4, 1, 2, 2), x[0, :, 0:1, 0:2, 2:4])
@@ -36,8 +37,8 @@ def test_one_model_runs_image_video_and_3d_views_through_one_code_path():
     video = model(torch.randn(1, 4, 3, 8, 8), torch.tensor([0.5]), text, modality_index("video"))
     cameras = camera_rig("orbit", 4, width=8, height=8)
     plucker = cameras.plucker_rays().permute(1, 0, 2, 3)[None]  # [1, 6, views, h, w]
-    views = model(torch.randn(1, 4, 4, 8, 8), torch.tensor([0.5]), text, modality_index("3d"),
-                  given=torch.tensor([[True, False, False, False]]), plucker=plucker)
+    views = model(torch.randn(1, 4, 4, 8, 8), torch.tensor([[0.0, 0.5, 0.5, 0.5]]), text, modality_index("3d"),
+                  plucker=plucker)
     handle.remove()
     assert image.shape == (1, 4, 1, 8, 8) and video.shape == (1, 4, 3, 8, 8) and views.shape == (1, 4, 4, 8, 8)
     assert calls == [(1, 16, 64), (1, 48, 64), (1, 64, 64)]  # the same block took 1, 3 and 4 frames of tokens
@@ -57,23 +58,34 @@ def test_camera_channels_enter_through_zero_weights_so_a_fresh_model_ignores_the
                               model(x, torch.tensor([0.5]), text, 2, plucker=plucker))
 
 
-def test_given_frames_use_zero_noise_modulation_and_the_rest_use_sigma():
+def test_every_frame_is_modulated_by_its_own_noise_level():
     model = tiny_dit()
     x, text = torch.randn(1, 4, 3, 8, 8), make_text(1)
-    given = torch.tensor([[True, False, False]])
-    # Zero the camera weights so the given flag acts only through the per-frame modulation.
-    torch.nn.init.zeros_(model.camera_embed["1x2x2"].weight)
-    torch.nn.init.zeros_(model.camera_embed["1x2x2"].bias)
-    flagged = model(x, torch.tensor([0.7]), text, 1, given=given)
-    # All frames at sigma = 0 equals "every frame given"; the flag of frame 0 alone differs from neither extreme.
-    all_clean = model(x, torch.tensor([0.0]), text, 1)
-    all_given = model(x, torch.tensor([0.7]), text, 1, given=torch.ones(1, 3, dtype=torch.bool))
-    assert torch.allclose(all_clean, all_given, atol=1e-6)
-    unflagged = model(x, torch.tensor([0.7]), text, 1)
-    assert not torch.allclose(flagged, unflagged, atol=1e-4)
-    # Sigma affects a frame only through its own modulation and attention: with every frame given, sigma is unused.
-    assert torch.equal(model(x, torch.tensor([0.1]), text, 1, given=torch.ones(1, 3, dtype=torch.bool)),
-                       all_given)
+    # Zero the camera weights so a frame's noise level acts only through its modulation.
+    torch.nn.init.zeros_(model.camera_embed.weight)
+    torch.nn.init.zeros_(model.camera_embed.bias)
+    # A [B] sigma gives every frame that level.
+    assert torch.equal(model(x, torch.tensor([0.7]), text, 1), model(x, torch.tensor([[0.7, 0.7, 0.7]]), text, 1))
+    # Frame 0 at sigma 0 (given) is modulated differently from frame 0 at 0.7.
+    given_first = model(x, torch.tensor([[0.0, 0.7, 0.7]]), text, 1)
+    assert not torch.allclose(given_first[:, :, 0], model(x, torch.tensor([0.7]), text, 1)[:, :, 0], atol=1e-4)
+    # Per-frame levels equal running each frame with its own level when frames do not attend to each other (one
+    # frame at a time); with attention they also see each other, so the batch of frames is what the model makes.
+    for level in (0.0, 0.3, 0.9):
+        one = x[:, :, :1]
+        assert torch.equal(model(one, torch.tensor([[level]]), text, 1), model(one, torch.tensor([level]), text, 1))
+
+
+def test_a_frame_at_sigma_zero_is_flagged_as_given():
+    model = tiny_dit()
+    x, text = torch.randn(1, 4, 2, 8, 8), make_text(1)
+    seen = []
+    handle = model.camera_embed.register_forward_hook(lambda module, args, output: seen.append(args[0]))
+    model(x, torch.tensor([[0.0, 0.4]]), text, 1)
+    handle.remove()
+    # tokens [B, frames x 16, 7 channels x 4 cells]: channel 6 is the given flag
+    given_channel = seen[0].view(1, 2, 16, 7, 4)[:, :, :, 6]
+    assert torch.equal(given_channel[0, 0], torch.ones(16, 4)) and torch.equal(given_channel[0, 1], torch.zeros(16, 4))
 
 
 def test_text_padding_is_ignored_and_the_prompt_matters():

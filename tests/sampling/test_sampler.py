@@ -15,12 +15,13 @@ def run_pipeline(model, seeds, given=None, clean=None, solver="heun", steps=6):
 
     def model_fn(x, sigma, text):
         repeats = x.shape[0] // batch
-        given_rows = None if given is None else given.repeat(repeats, 1)
-        return model(x, torch.full((x.shape[0],), sigma), text, torch.ones(x.shape[0], dtype=torch.long),
-                     given=given_rows)
+        sigmas = torch.full((x.shape[0], x.shape[2]), sigma)
+        if given is not None:
+            sigmas[given.repeat(repeats, 1)] = 0.0
+        return model(x, sigmas, text, torch.ones(x.shape[0], dtype=torch.long))
 
     velocity = guided_velocity(model_fn, cond, uncond, GuidanceConfig(scale=3.0))
-    sigmas = SamplerConfig(solver=solver, steps=steps, shift=2.0).sigmas(num_tokens=48)
+    sigmas = SamplerConfig(solver=solver, steps=steps, shift=2.0).sigmas(tokens_per_frame=48)
     return sample(velocity, noise, sigmas, solver=solver, given=given, clean=clean)
 
 

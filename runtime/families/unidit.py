@@ -1,0 +1,75 @@
+"""UniDiT's own bundles as a family: one ``.safetensors`` file holding the backbone, the causal video
+autoencoder, the splat decoder and the text encoder with its tokenizer (``bundle.py``, ``checkpoint.py``)."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn as nn
+
+from ..bundle import ModelBundle
+from ..checkpoint import is_bundle
+from ..model.config import modality_index
+from ..model.dit import UniDiT
+from ..text.conditioning import TextConditioning
+from ..text.encoder import TextEncoder
+from ..text.tokenizer import unknown_words
+from ..weights import CheckpointError, Weights
+from . import Capabilities, DenoiserConditioning, Family, FamilyModel, ModelFiles
+
+
+class UniDiTDenoiser(nn.Module):
+    """The backbone behind the family interface: modality and camera rays come from the conditioning."""
+
+    def __init__(self, dit: UniDiT):
+        super().__init__()
+        self.dit = dit
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor, conditioning: DenoiserConditioning) -> torch.Tensor:
+        modality = torch.full((x.shape[0],), modality_index(conditioning.modality), device=x.device)
+        return self.dit(x, sigma, conditioning.text, modality, conditioning.plucker)
+
+    def set_attention_backend(self, name: str) -> None:
+        self.dit.set_attention_backend(name)
+
+
+class BundleTextEncoder(nn.Module):
+    """The bundle's text encoder with its word-level tokenizer."""
+
+    def __init__(self, encoder: TextEncoder, tokenizer):
+        super().__init__()
+        self.encoder, self.tokenizer = encoder, tokenizer
+
+    def encode(self, prompts: list[str]) -> TextConditioning:
+        return self.encoder.encode(self.tokenizer, prompts)
+
+    def unknown_words(self, prompt: str) -> list[str]:
+        return unknown_words(self.tokenizer, prompt)
+
+
+def model_from_bundle(bundle: ModelBundle) -> FamilyModel:
+    """The family interface over a bundle's modules (no copies)."""
+    vae, dit = bundle.autoencoder.config, bundle.dit.config
+    d = bundle.defaults
+    capabilities = Capabilities(
+        family="UniDiT", modalities=("image", "video", "3d"), given_frames=True, camera_conditioning=True,
+        latent_channels=vae.latent_channels, spatial_factor=vae.spatial_factor, temporal_factor=vae.temporal_group,
+        patch=dit.patch_size, trained_sizes=((d.width, d.height),), defaults=d)
+    return FamilyModel(capabilities, UniDiTDenoiser(bundle.dit), BundleTextEncoder(bundle.text_encoder, bundle.tokenizer),
+                       bundle.autoencoder, bundle.splat_decoder, rig=bundle.rig, device=bundle.device,
+                       dtype=bundle.dtype, info=bundle.info)
+
+
+def detect(weights: Weights) -> Optional[str]:
+    return "UniDiT bundle" if is_bundle(weights) else None
+
+
+def load(files: ModelFiles, device: torch.device, dtype: torch.dtype) -> FamilyModel:
+    extra = [name for name in ("text_encoder", "vae", "low_noise") if getattr(files, name) is not None]
+    if extra:
+        raise CheckpointError(f"{files.diffusion_model.name} is a UniDiT bundle, which holds its own text encoder and "
+                              f"autoencoder; load it with UniDiT Loader (no {', '.join(extra)} needed)")
+    return model_from_bundle(ModelBundle.load(files.diffusion_model, device=device, dtype=dtype))
+
+
+FAMILY = Family("unidit", detect, load)
