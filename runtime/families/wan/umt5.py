@@ -28,6 +28,7 @@ the computation's dtype on use. In fp16 the hidden states are clamped after each
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -45,6 +46,8 @@ from einops import rearrange
 from ...model import ops as default_ops
 from ...text.conditioning import TextConditioning
 from ...weights import CheckpointError, Weights, fill_module, open_weights, read_json
+
+log = logging.getLogger("unidit")
 
 PAD_ID = 0
 EOS_ID = 1
@@ -332,8 +335,12 @@ class UMT5Tokenizer:
         raise CheckpointError(f"{folder}: no spiece.model or tokenizer.json for the UMT5 tokenizer")
 
     def encode(self, prompt: str) -> list[int]:
-        """One prompt's ids, EOS last, at most ``max_length`` of them."""
-        return self.pieces(clean_prompt(prompt))[:self.max_length - 1] + [EOS_ID]
+        """One prompt's ids, EOS last, at most ``max_length`` of them (a longer prompt is cut, with a warning)."""
+        pieces = self.pieces(clean_prompt(prompt))
+        if len(pieces) >= self.max_length:
+            log.warning("UniDiT: the prompt has %d tokens; the text encoder reads the first %d and ignores the rest",
+                        len(pieces) + 1, self.max_length)
+        return pieces[:self.max_length - 1] + [EOS_ID]
 
     def __call__(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """ids long [B, L] padded with 0 to the longest prompt, and mask bool [B, L] (True = real token)."""

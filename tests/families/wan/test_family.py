@@ -165,3 +165,11 @@ def test_unknown_words_are_named_without_their_punctuation(models):
     model = load_model(files(models, "2.1"))
     assert model.unknown_words("a red ball on grass") == []
     assert model.unknown_words("a red ball, on zürich grass. 🦄 ,") == ["zürich", "🦄", ","]
+
+
+def test_a_prompt_longer_than_512_tokens_is_cut_with_a_warning(models, caplog):
+    model = load_model(files(models, "2.1"))
+    with caplog.at_level("WARNING", logger="unidit"):
+        text = model.encode_prompts(["a red ball on grass " * 200])
+    assert text.tokens.shape[1] == 512 and int(text.token_ids[0, -1]) == 1  # EOS kept last
+    assert any("reads the first 512" in record.message for record in caplog.records)
