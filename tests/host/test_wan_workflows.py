@@ -15,7 +15,6 @@ from unidit.runtime.host.run import run_workflow
 from unidit.runtime.host.workflow import apply_overrides, load_workflow
 from unidit.runtime.media.video import decode_video
 from server_testing import running_server
-from wan_testing import write_tiny_wan
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = {"wan_text_to_video": ["3.width=64", "3.height=48", "3.frames=9", "5.steps=2"],
@@ -26,11 +25,8 @@ EXPECTED = {"wan_text_to_video": ("mp4", (9, 48, 64)), "wan_text_to_image": ("pn
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    root = tmp_path_factory.mktemp("comfy_models")
-    write_tiny_wan(root, "2.1")
-    write_tiny_wan(root, "2.2", seed=3)
-    return root
+def models(wan_models):
+    return wan_models
 
 
 def frames_of(path: Path) -> np.ndarray:

@@ -13,11 +13,8 @@ from wan_testing import FILES, write_tiny_wan
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    root = tmp_path_factory.mktemp("models")
-    write_tiny_wan(root, "2.1")
-    write_tiny_wan(root, "2.2", seed=10)
-    return root
+def models(wan_models):
+    return wan_models
 
 
 def files(root, version, **changes):
@@ -116,8 +113,6 @@ def test_parts_that_do_not_fit_are_refused_naming_both_files(models):
 
 
 def test_two_experts_switch_at_the_boundary_and_both_stay_resident(models, tmp_path):
-    from wan_testing import write_tiny_wan
-
     write_tiny_wan(tmp_path, "2.1", seed=20)  # a second set of weights: the low-noise expert
     low = tmp_path / "diffusion_models" / FILES["2.1"].diffusion_model
     model = load_model(files(models, "2.1", low_noise=low))
