@@ -141,14 +141,13 @@ def generate(model: FamilyModel, latents: Latents, positive: TextConditioning,
         h, w = latents.samples.shape[-2:]
         rays = latents.cameras.resized(w, h).plucker_rays()  # [V, 6, h, w]
         plucker = rays.permute(1, 0, 2, 3).unsqueeze(0).expand(b, -1, -1, -1, -1).to(device, dtype)
-    conditioning = DenoiserConditioning(positive, latents.modality, plucker)
 
     def velocity_of(x, sigma, text):
+        """The denoiser on a batch of ``repeats`` x B items (conditional and unconditional branches)."""
         repeats = x.shape[0] // b
         sigmas = torch.where(given, 0.0, float(sigma)).repeat(repeats, 1)  # [B * repeats, F]
-        inputs = conditioning.repeat(repeats)
-        inputs.text = text
-        return model.denoiser(x.to(dtype), sigmas, inputs).float()
+        rays = None if plucker is None else plucker.repeat(repeats, 1, 1, 1, 1)
+        return model.denoiser(x.to(dtype), sigmas, DenoiserConditioning(text, latents.modality, rays)).float()
 
     shape = tuple(latents.samples.shape[1:])
     noise = seeded_noise([seed + i for i in range(b)], shape, device=device)

@@ -20,10 +20,9 @@ COLUMN, ROW = 360, 40           # grid spacing in canvas units
 NODE_WIDTH = 320
 GROUP_COLOURS = {"Model": "#3f789e", "Prompt": "#8A8", "Image": "#b58b2a", "Video": "#a1309b", "3D": "#88A"}
 # The files ComfyUI users keep for Wan (models/diffusion_models, models/text_encoders, models/vae).
-WAN21 = {"diffusion_model": "wan2.1_t2v_1.3B_fp16.safetensors", "text_encoder": "umt5_xxl_fp8_e4m3fn_scaled.safetensors",
-         "vae": "wan_2.1_vae.safetensors"}
-WAN22 = {"diffusion_model": "wan2.2_ti2v_5B_fp16.safetensors", "text_encoder": "umt5_xxl_fp8_e4m3fn_scaled.safetensors",
-         "vae": "wan2.2_vae.safetensors"}
+WAN_T5 = "umt5_xxl_fp8_e4m3fn_scaled.safetensors"
+WAN21 = {"diffusion_model": "wan2.1_t2v_1.3B_fp16.safetensors", "text_encoder": WAN_T5, "vae": "wan_2.1_vae.safetensors"}
+WAN22 = {"diffusion_model": "wan2.2_ti2v_5B_fp16.safetensors", "text_encoder": WAN_T5, "vae": "wan2.2_vae.safetensors"}
 WAN_FILES_NOTE = ("Files: models/diffusion_models/{diffusion_model}, models/text_encoders/{text_encoder}, "
                   "models/vae/{vae} (the files ComfyUI's own Wan examples use). Needs a GPU for these sizes; on a "
                   "CPU use a small size and few frames.")
@@ -155,7 +154,8 @@ def wan_examples() -> list:
     wan21, wan22 = Node(1, "UniDiTPartsLoader", 0, 0, WAN21), Node(1, "UniDiTPartsLoader", 0, 0, WAN22)
     return [
         Workflow("wan_text_to_video", "Wan 2.1 text -> video: 81 frames at 832x480, 16 fps (5 s). Wan's official "
-                 "negative prompt is used unless you connect one to UniDiT Guidance. " + WAN_FILES_NOTE.format(**WAN21), [
+                 "negative prompt is used unless you connect one to UniDiT Guidance. "
+                 + WAN_FILES_NOTE.format(**WAN21), [
                      wan21,
                      Node(2, "UniDiTTextEncode", 0, 8, {"text": "a red fox trotting through fresh snow in a pine "
                                                                 "forest, soft morning light, the camera follows it"},

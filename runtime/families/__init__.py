@@ -85,12 +85,9 @@ class Capabilities:
         """Latent frames of a clip of ``frames`` pixel frames (1 + temporal_factor * k)."""
         t = self.temporal_factor
         if frames < 1 or (frames - 1) % t:
-            raise ValueError(f"{self.family} makes clips of 1 + {t}k frames ({', '.join(str(1 + t * k) for k in range(4))}"
-                             f", ...), got {frames}")
+            examples = ", ".join(str(1 + t * k) for k in range(4))
+            raise ValueError(f"{self.family} makes clips of 1 + {t}k frames ({examples}, ...), got {frames}")
         return 1 + (frames - 1) // t
-
-    def pixel_frames(self, latent_frames: int) -> int:
-        return 1 + (latent_frames - 1) * self.temporal_factor
 
     def tokens_per_frame(self, latent_height: int, latent_width: int) -> int:
         return (latent_height // self.patch[1]) * (latent_width // self.patch[2])
@@ -122,11 +119,6 @@ class DenoiserConditioning:
     text: TextConditioning
     modality: str                              # "image" | "video" | "3d"
     plucker: Optional[torch.Tensor] = None     # [B, 6, F, h, w] camera rays of 3D views, or None
-
-    def repeat(self, count: int) -> "DenoiserConditioning":
-        """The batch repeated ``count`` times (batch-major), for the conditional and unconditional branches."""
-        plucker = None if self.plucker is None else self.plucker.repeat(count, 1, 1, 1, 1)
-        return DenoiserConditioning(self.text, self.modality, plucker)
 
 
 class FamilyModel:

@@ -55,8 +55,8 @@ def model_from_bundle(bundle: ModelBundle) -> FamilyModel:
         family="UniDiT", modalities=("image", "video", "3d"), given_frames=True, camera_conditioning=True,
         latent_channels=vae.latent_channels, spatial_factor=vae.spatial_factor, temporal_factor=vae.temporal_group,
         patch=dit.patch_size, trained_sizes=((d.width, d.height),), defaults=d)
-    return FamilyModel(capabilities, UniDiTDenoiser(bundle.dit), BundleTextEncoder(bundle.text_encoder, bundle.tokenizer),
-                       bundle.autoencoder, bundle.splat_decoder, rig=bundle.rig, device=bundle.device,
+    text_encoder = BundleTextEncoder(bundle.text_encoder, bundle.tokenizer)
+    return FamilyModel(capabilities, UniDiTDenoiser(bundle.dit), text_encoder, bundle.autoencoder, bundle.splat_decoder, rig=bundle.rig, device=bundle.device,
                        dtype=bundle.dtype, info=bundle.info)
 
 

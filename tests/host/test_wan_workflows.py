@@ -58,7 +58,8 @@ def test_wan_workflow_runs_with_unidit_run(name, fmt, models, tmp_path):
 
 
 def test_the_command_line_runs_a_wan_workflow_and_names_missing_files(models, tmp_path):
-    command = [sys.executable, "-m", "unidit.runtime.host.cli", "run", str(ROOT / "workflows" / "wan_text_to_image.json"),
+    workflow = ROOT / "workflows" / "wan_text_to_image.json"
+    command = [sys.executable, "-m", "unidit.runtime.host.cli", "run", str(workflow),
                "--models", str(models), "--out", str(tmp_path / "out"), "--input", str(tmp_path / "in")]
     done = subprocess.run(command + [f"--set={o}" for o in SMALL["wan_text_to_image"]], capture_output=True,
                           text=True, timeout=300)

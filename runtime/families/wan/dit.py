@@ -272,11 +272,14 @@ def diffusers_to_original(key: str) -> str:
 
 
 def original_weights(weights: Weights) -> Optional[Weights]:
-    """``weights`` under the original Wan names (prefix stripped, diffusers names mapped), or None when they are not
-    a Wan diffusion model."""
-    prefix = weights.common_prefix(ORIGINAL_PREFIXES)
-    if f"{prefix}{_ORIGINAL_MARKER}" in weights:
-        return weights.without_prefix(prefix) if prefix else weights
+    """``weights`` under the original Wan names (diffusers names mapped), or None when they hold no Wan diffusion
+    model. Under a prefix (``model.diffusion_model.`` ...) only the prefixed tensors are taken, so the diffusion
+    model of a file that also holds a VAE or text encoder loads too."""
+    if _ORIGINAL_MARKER in weights:
+        return weights
+    for prefix in ORIGINAL_PREFIXES:
+        if f"{prefix}{_ORIGINAL_MARKER}" in weights:
+            return weights.without_prefix(prefix)
     if _DIFFUSERS_MARKER in weights and "scale_shift_table" in weights:
         return weights.renamed(diffusers_to_original)
     return None

@@ -41,7 +41,7 @@ def inputs(channels: int, seed: int = 1, frames: int = 3, text_tokens: int = 7):
 
 
 def reference_velocity(model, x, sigma_per_frame, context):
-    """diffusers' call: the prompt zero-padded to 512 tokens and a timestep 1000 sigma (per token when frames differ)."""
+    """diffusers' call: the prompt zero-padded to 512 tokens, a timestep 1000 sigma (per token when frames differ)."""
     padded = torch.nn.functional.pad(context, (0, 0, 0, 512 - context.shape[1]))
     b, _, f, h, w = x.shape
     if bool((sigma_per_frame == sigma_per_frame[:, :1]).all()):
@@ -70,6 +70,19 @@ def test_matches_diffusers_from_the_original_single_file_layout(tmp_path, config
     sigma = torch.tensor([[0.6] * 3, [0.25] * 3])
     with torch.no_grad():
         close(ours(x, sigma, context), reference_velocity(peer, x, sigma, context))
+
+
+def test_the_diffusion_model_of_a_file_that_holds_other_parts_too_loads(tmp_path):
+    state = original_state(TINY_21, seed=2)
+    save_file({**{f"model.diffusion_model.{k}": v for k, v in state.items()},
+               "vae.decoder.conv1.weight": torch.zeros(2, 2), "text_encoders.umt5xxl.shared.weight": torch.zeros(2, 2)},
+              tmp_path / "all_in_one.safetensors")
+    save_file(state, tmp_path / "plain.safetensors")
+    x, context = inputs(16)
+    sigma = torch.full((2, 3), 0.5)
+    with torch.no_grad():
+        assert torch.equal(load_wan_dit(tmp_path / "all_in_one.safetensors")(x, sigma, context),
+                           load_wan_dit(tmp_path / "plain.safetensors")(x, sigma, context))
 
 
 def test_wan22_per_frame_noise_levels_match_diffusers_per_token_timesteps(tmp_path):
@@ -153,7 +166,8 @@ def test_plain_fp8_file_computes_with_its_weights_as_stored(tmp_path):
               for k, v in state.items()}
     save_file(stored, tmp_path / "wan_fp8_e4m3fn.safetensors")
     model = load_wan_dit(tmp_path / "wan_fp8_e4m3fn.safetensors")
-    assert model.blocks[0].ffn[2].weight.dtype == torch.float8_e4m3fn and model.blocks[0].norm3.weight.dtype == torch.float16
+    assert model.blocks[0].ffn[2].weight.dtype == torch.float8_e4m3fn
+    assert model.blocks[0].norm3.weight.dtype == torch.float16
     expected = WanDiT(WanDiTConfig(**TINY_21))
     expected.load_state_dict({k: v.float() for k, v in stored.items()})
     x, context = inputs(16)
