@@ -341,6 +341,20 @@ def fill_module(module: nn.Module, weights: Mapping[str, torch.Tensor], source: 
     return module
 
 
+def place_module(module: nn.Module, device, compute_dtype: torch.dtype) -> nn.Module:
+    """Move a filled module to ``device``, keeping each tensor's stored dtype unless it is a float wider than
+    ``compute_dtype`` (an fp32 file computed in bf16 is stored in bf16: half the memory, the same results, since
+    every layer casts to bf16 anyway). Narrower weights (fp16, bf16, fp8) stay as they are."""
+    width = torch.empty(0, dtype=compute_dtype).element_size()
+
+    def placed(tensor: torch.Tensor) -> torch.Tensor:
+        if tensor.is_floating_point() and tensor.element_size() > width:
+            return tensor.to(device=device, dtype=compute_dtype)
+        return tensor.to(device=device)
+
+    return module._apply(placed)
+
+
 def _persistent_buffers(module: nn.Module) -> dict:
     found = {}
     for name, sub in module.named_modules():

@@ -9,7 +9,7 @@ from safetensors.torch import load_file, save_file
 
 from unidit.runtime.bench.synthetic import write_random_checkpoint, write_safetensors
 from unidit.runtime.model import ops
-from unidit.runtime.weights import CheckpointError, fill_module, meta_tensors, open_weights
+from unidit.runtime.weights import CheckpointError, fill_module, meta_tensors, open_weights, place_module
 
 
 class Small(nn.Module):
@@ -102,6 +102,18 @@ def test_scaled_fp8_weights_dequantise_on_use_and_only_layers_that_can_take_a_sc
     assert torch.allclose(module.proj(x), x @ (fp8.float() * scale).T + state["proj.bias"], atol=1e-6)
     with pytest.raises(CheckpointError, match="'proj.scale_weight' scales a layer that cannot take scaled fp8"):
         fill_module(meta_small(linear=nn.Linear), open_weights(tmp_path / "s.safetensors"), "s.safetensors")
+
+
+def test_placing_a_module_narrows_only_floats_wider_than_the_compute_dtype(tmp_path):
+    state = {**small_state(dtype=torch.float32), "norm.weight": torch.ones(3, dtype=torch.float16)}
+    save_file(state, tmp_path / "mixed.safetensors")
+    module = fill_module(meta_small(), open_weights(tmp_path / "mixed.safetensors"), "mixed")
+    place_module(module, "cpu", torch.bfloat16)
+    assert module.proj.weight.dtype == torch.bfloat16 and module.norm.weight.dtype == torch.float16
+    module = fill_module(meta_small(), open_weights(tmp_path / "mixed.safetensors"), "mixed")
+    place_module(module, "cpu", torch.float32)  # computing in fp32 changes nothing: no copies
+    assert module.proj.weight.dtype == torch.float32 and module.norm.weight.dtype == torch.float16
+    assert module.proj.weight.untyped_storage().nbytes() == (tmp_path / "mixed.safetensors").stat().st_size
 
 
 def test_pickles_truncations_and_other_files_are_refused_with_the_reason(tmp_path):

@@ -36,7 +36,7 @@ from ...model import ops as default_ops
 from ...model.attention import attention, check_backend_name
 from ...model.dit import timestep_features
 from ...model.rope import apply_rope, grid_positions, rope_rotations
-from ...weights import CheckpointError, Weights, fill_module, open_weights, read_json
+from ...weights import CheckpointError, Weights, fill_module, open_weights, place_module, read_json
 
 HEAD_DIM = 128  # every released Wan model; a single file does not record the head count, so it follows from this
 ORIGINAL_PREFIXES = ("model.diffusion_model.", "diffusion_model.", "model.")
@@ -346,4 +346,4 @@ def load_wan_dit(path, device="cpu", compute_dtype: torch.dtype = torch.float32,
     with torch.device("meta"):
         model = WanDiT(config, ops)
     fill_module(model, original, weights.name)
-    return model.to(device).eval().requires_grad_(False)
+    return place_module(model, device, compute_dtype).eval().requires_grad_(False)

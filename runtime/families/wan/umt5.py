@@ -45,7 +45,7 @@ from einops import rearrange
 
 from ...model import ops as default_ops
 from ...text.conditioning import TextConditioning
-from ...weights import CheckpointError, Weights, fill_module, open_weights, read_json
+from ...weights import CheckpointError, Weights, fill_module, open_weights, place_module, read_json
 
 log = logging.getLogger("unidit")
 
@@ -502,5 +502,5 @@ def load_umt5(path: Union[str, os.PathLike], device: Union[str, torch.device] = 
     with torch.device("meta"):
         model = UMT5Encoder(config, ops)
     fill_module(model, _encoder_weights(weights, _encoder_prefix(weights)), source)
-    model.to(device)
+    place_module(model, device, compute_dtype)
     return UMT5TextEncoder(model, text_tokenizer, compute_dtype).eval()

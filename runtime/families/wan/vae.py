@@ -55,7 +55,7 @@ import torch.nn.functional as F
 from einops import rearrange, reduce
 
 from ...model import ops as default_ops
-from ...weights import CheckpointError, Weights, fill_module, open_weights, read_json
+from ...weights import CheckpointError, Weights, fill_module, open_weights, place_module, read_json
 
 # Per-channel statistics of the raw latents (the posterior mean) that the Wan diffusion models were trained on:
 # the VAE's latents are normalised as (mu - mean) / std. From Wan's reference code (also in ComfyUI's
@@ -813,6 +813,6 @@ def load_wan_vae(path: Union[str, Path], device: Union[str, torch.device] = "cpu
     with torch.device("meta"):
         model = WanVAE(config, ops)
     fill_module(model, weights, weights.name)
-    model.to(device)
+    place_module(model, device, compute_dtype)
     model.compute_dtype = compute_dtype
     return model.eval().requires_grad_(False)
