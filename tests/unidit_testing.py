@@ -67,3 +67,25 @@ def glb_vertex_colours_present(path) -> bool:
     import pygltflib
 
     return pygltflib.GLTF2().load(str(path)).meshes[0].primitives[0].attributes.COLOR_0 is not None
+
+
+class Float64Forbidden(RuntimeError):
+    pass
+
+
+def forbid_float64():
+    """A context in which any op that makes a float64 or complex tensor raises (Apple's MPS has neither)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_leaves
+
+    banned = (torch.float64, torch.complex64, torch.complex128)
+
+    class Forbid(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for leaf in tree_leaves(out):
+                if isinstance(leaf, torch.Tensor) and leaf.dtype in banned:
+                    raise Float64Forbidden(f"{func} made a {leaf.dtype} tensor")
+            return out
+
+    return Forbid()

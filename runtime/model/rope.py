@@ -5,7 +5,9 @@ its share of the head's channel pairs by ``position * theta ** (-2i / D_axis)``.
 any number of frames, height and width works, and the score between a query and a key depends only on their
 offset along each axis.
 
-Channel pairs are adjacent, (2i, 2i + 1), and each pair is rotated as one complex number.
+Channel pairs are adjacent, (2i, 2i + 1): (x1, x2) -> (x1 cos a - x2 sin a, x1 sin a + x2 cos a). Everything is
+float32 and real-valued (no float64, no complex numbers), so it runs on every device, Apple's MPS included.
+Other splits of the head (Wan's) are passed as ``dims``.
 """
 from __future__ import annotations
 
@@ -32,20 +34,21 @@ def rope_angles(positions: torch.Tensor, head_dim: int, theta: float = 10000.0,
     the (frame, y, x) axes (default :func:`axis_dims`)."""
     angles = []
     for axis, dim in enumerate(dims or axis_dims(head_dim)):
-        exponents = torch.arange(0, dim, 2, dtype=torch.float64, device=positions.device) / dim
+        exponents = torch.arange(0, dim, 2, dtype=torch.float32, device=positions.device) / dim
         frequencies = theta ** (-exponents)
-        angles.append(positions[:, axis, None].double() * frequencies[None, :])
+        angles.append(positions[:, axis, None].float() * frequencies[None, :])
     return torch.cat(angles, dim=-1)
 
 
 def rope_rotations(positions: torch.Tensor, head_dim: int, theta: float = 10000.0,
                    dims: tuple[int, int, int] | None = None) -> torch.Tensor:
-    """Unit complex numbers exp(i * angle), [N, head_dim / 2], ready for :func:`apply_rope`."""
+    """cos and sin of every pair's angle, [2, N, head_dim / 2] (float32), ready for :func:`apply_rope`."""
     angles = rope_angles(positions, head_dim, theta, dims)
-    return torch.polar(torch.ones_like(angles), angles).to(torch.complex64)
+    return torch.stack([torch.cos(angles), torch.sin(angles)])
 
 
 def apply_rope(x: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
-    """Rotate ``x`` [..., N, D]: channel pair (2i, 2i + 1) of token n is multiplied by rotations[n, i]."""
-    pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
-    return torch.view_as_real(pairs * rotations).flatten(-2).to(x.dtype)
+    """Rotate ``x`` [..., N, D]: channel pair (2i, 2i + 1) of token n by the angle of rotations[:, n, i]."""
+    cos, sin = rotations
+    x1, x2 = x.float().unflatten(-1, (-1, 2)).unbind(-1)
+    return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2).to(x.dtype)

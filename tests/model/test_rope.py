@@ -6,8 +6,8 @@ from unidit.runtime.model.rope import apply_rope, axis_dims, grid_positions, rop
 def scores_at(q, k, query_position, key_position, head_dim=64):
     positions = torch.tensor([query_position, key_position])
     rotations = rope_rotations(positions, head_dim)
-    q_rot = apply_rope(q[None], rotations[:1])[0]
-    k_rot = apply_rope(k[None], rotations[1:])[0]
+    q_rot = apply_rope(q[None], rotations[:, :1])[0]
+    k_rot = apply_rope(k[None], rotations[:, 1:])[0]
     return float(q_rot.double() @ k_rot.double())
 
 
@@ -41,3 +41,11 @@ def test_grid_positions_are_frame_major():
     positions = grid_positions(2, 2, 3)
     assert positions[:4].tolist() == [[0, 0, 0], [0, 0, 1], [0, 0, 2], [0, 1, 0]]
     assert positions[6].tolist() == [1, 0, 0]
+
+
+def test_rotations_are_float32_and_real_so_every_device_takes_them():
+    rotations = rope_rotations(grid_positions(4, 3, 5), 64)
+    assert rotations.dtype == torch.float32 and rotations.shape == (2, 60, 32)
+    angles = torch.atan2(rotations[1], rotations[0])
+    assert torch.allclose(angles[1, :4], torch.tensor([0.0, 0.0, 0.0, 0.0]))            # (0, 0, 1): x only
+    assert torch.allclose(angles[15, 0], torch.tensor(1.0))                              # frame 1, first pair
