@@ -27,7 +27,7 @@ class UniDiTDecode:
 
     def decode(self, model, latent, tile_size=0):
         latents = latent_from_comfy(latent)
-        loaded = STORE.model(model)
+        loaded = STORE.model(model, ("autoencoder",), latents.samples.shape)
         frames = decode_frames(loaded, latents, tile_size or None)
         return (flatten_frames(frames), float(latents.fps or loaded.defaults.fps))
 
@@ -50,4 +50,5 @@ class UniDiTDecodeSplat:
         }}
 
     def decode(self, model, latent, min_opacity):
-        return (splat_to_comfy(decode_splats(STORE.model(model), latent_from_comfy(latent), min_opacity)),)
+        loaded = STORE.model(model, parts=("splat_decoder",))
+        return (splat_to_comfy(decode_splats(loaded, latent_from_comfy(latent), min_opacity)),)

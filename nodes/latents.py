@@ -33,7 +33,7 @@ class UniDiTEmptyImageLatent:
                              "batch_size": _batch()}}
 
     def create(self, model, width, height, batch_size):
-        return (latent_to_comfy(empty_latents(STORE.model(model), "image", width, height, batch_size)),)
+        return (latent_to_comfy(empty_latents(STORE.model(model, parts=()), "image", width, height, batch_size)),)
 
 
 class UniDiTEmptyVideoLatent:
@@ -57,7 +57,8 @@ class UniDiTEmptyVideoLatent:
         }}
 
     def create(self, model, width, height, frames, fps, batch_size):
-        latents = empty_latents(STORE.model(model), "video", width, height, batch_size, frames=frames, fps=fps)
+        latents = empty_latents(STORE.model(model, parts=()), "video", width, height, batch_size, frames=frames,
+                                fps=fps)
         return (latent_to_comfy(latents),)
 
 
@@ -83,7 +84,7 @@ class UniDiTEmpty3DLatent:
         }}
 
     def create(self, model, width, height, views, rig, batch_size):
-        latents = empty_latents(STORE.model(model), "3d", width, height, batch_size, rig=rig, views=views)
+        latents = empty_latents(STORE.model(model, parts=()), "3d", width, height, batch_size, rig=rig, views=views)
         return (latent_to_comfy(latents),)
 
 
@@ -106,5 +107,7 @@ class UniDiTImageCondition:
         }}
 
     def condition(self, model, latent, image):
-        conditioned = condition_on_image(STORE.model(model), latent_from_comfy(latent), image)
+        latents = latent_from_comfy(latent)
+        loaded = STORE.model(model, ("autoencoder",), latents.samples.shape)
+        conditioned = condition_on_image(loaded, latents, image)
         return (latent_to_comfy(conditioned),)

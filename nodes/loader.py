@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from ..runtime.families import ModelFiles
 from ..runtime.model_folders import available_bundles, available_parts
+from ..runtime.previews import PREVIEW_METHODS
 from ..runtime.store import DTYPES, STORE
 from .types import CATEGORY, MODEL
 
@@ -12,8 +13,9 @@ NONE = "none"
 
 def _runtime_widgets() -> dict:
     return {
-        "device": (["auto", "cpu", "cuda"], {"default": "auto",
-                                             "tooltip": "auto: ComfyUI's device, or CUDA when available."}),
+        "device": (["auto", "cpu", "cuda", "mps"], {"default": "auto",
+                                                    "tooltip": "auto: ComfyUI's device; standalone CUDA, else "
+                                                               "Apple's MPS, else the CPU."}),
         "dtype": (["auto", *DTYPES], {"default": "auto",
                                       "tooltip": "The dtype to compute in. auto: fp32 on the CPU (half precision is "
                                                  "very slow there), bf16 or fp16 on CUDA. Weights stay as stored in "
@@ -23,6 +25,23 @@ def _runtime_widgets() -> dict:
                                                      "package and CUDA half precision; comfy uses ComfyUI's own "
                                                      "attention settings; chunked bounds memory on very long "
                                                      "sequences. Anything unavailable falls back to sdpa."}),
+    }
+
+
+def _optional_runtime_widgets() -> dict:
+    """Added after the first release: optional, so API prompts written before them still validate."""
+    return {
+        "previews": (["auto", *PREVIEW_METHODS], {"default": "auto",
+                                                  "tooltip": "Pictures while sampling. auto: ComfyUI's "
+                                                             "--preview-method (standalone: latent2rgb); "
+                                                             "latent2rgb is a cheap colour projection of the "
+                                                             "latent; decode runs the autoencoder every step; "
+                                                             "none skips them."}),
+        "compile": ("BOOLEAN", {"default": False,
+                                "tooltip": "torch.compile the transformer blocks: the first run compiles (slow), "
+                                           "later runs are faster. Needs a working compiler (a C++ compiler on the "
+                                           "CPU, Triton on CUDA); without one the model runs uncompiled, with a "
+                                           "warning."}),
     }
 
 
@@ -53,15 +72,15 @@ class UniDiTLoader:
                                             "folder. unidit-toyworld is the demo model trained on coloured "
                                             "primitives."}),
             **_runtime_widgets(),
-        }}
+        }, "optional": _optional_runtime_widgets()}
 
-    def load(self, bundle, device, dtype, attention):
+    def load(self, bundle, device, dtype, attention, previews="auto", compile=False):
         bundles = available_bundles()
         if bundle not in bundles:
             raise FileNotFoundError(f"model bundle {bundle!r} not found; put it in ComfyUI's models/unidit folder "
                                     f"(found: {', '.join(sorted(bundles)) or 'none'})")
-        handle = STORE.handle(bundles[bundle], device, dtype, attention)
-        STORE.model(handle)  # load now, so the load time shows on this node
+        handle = STORE.handle(bundles[bundle], device, dtype, attention, previews, compile)
+        STORE.model(handle, parts=())  # load now, so the load time shows on this node (the device comes later)
         return (handle,)
 
 
@@ -87,22 +106,23 @@ class UniDiTPartsLoader:
                              {"tooltip": "Wan's T5 encoder: umt5_xxl_fp16 or umt5_xxl_fp8_e4m3fn_scaled."}),
             "vae": (sorted(available_parts("vae")),
                     {"tooltip": "wan_2.1_vae for Wan 2.1 models, wan2.2_vae for Wan 2.2 TI2V-5B."}),
-            **_runtime_widgets(),
             "low_noise_model": ([NONE, *models], {"default": NONE,
                                                   "tooltip": "Wan 2.2 A14B only: the low-noise expert (the "
                                                              "diffusion_model above is the high-noise one). Both stay "
                                                              "loaded; the sampler switches at noise level 0.875."}),
-        }}
+            **_runtime_widgets(),
+        }, "optional": _optional_runtime_widgets()}
 
-    def load(self, diffusion_model, text_encoder, vae, device, dtype, attention, low_noise_model=NONE):
+    def load(self, diffusion_model, text_encoder, vae, low_noise_model, device, dtype, attention, previews="auto",
+             compile=False):
         files = ModelFiles(
             diffusion_model=_pick("diffusion_models", diffusion_model, "diffusion model", "diffusion_models"),
             text_encoder=_pick("text_encoders", text_encoder, "text encoder", "text_encoders"),
             vae=_pick("vae", vae, "VAE", "vae"),
             low_noise=None if low_noise_model == NONE else _pick("diffusion_models", low_noise_model,
                                                                  "low-noise model", "diffusion_models"))
-        handle = STORE.handle(files, device, dtype, attention)
-        STORE.model(handle)
+        handle = STORE.handle(files, device, dtype, attention, previews, compile)
+        STORE.model(handle, parts=())
         return (handle,)
 
 

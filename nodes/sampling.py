@@ -4,7 +4,8 @@ from __future__ import annotations
 import logging
 
 from ..runtime import comfy_bridge
-from ..runtime.generate import generate, preview_image
+from ..runtime.generate import generate
+from ..runtime.previews import preview_image
 from ..runtime.sampling.guidance import GuidanceConfig
 from ..runtime.sampling.sampler import SamplerConfig
 from ..runtime.sampling.solvers import SOLVER_DESCRIPTIONS, SOLVERS
@@ -76,20 +77,23 @@ class UniDiTSampler:
         }}
 
     def sample(self, model, positive, latent, seed, steps, solver, shift, denoise, guidance=None):
-        loaded = STORE.model(model)
         latents = latent_from_comfy(latent)
+        guidance = guidance or Guidance(GuidanceConfig(scale=STORE.model(model, parts=()).defaults.guidance))
+        negative = guidance.negative
+        if negative is None:
+            loaded = STORE.model(model, ("text_encoder",))
+            negative = loaded.encode_prompts([loaded.defaults.negative_prompt])
+        previews = model.preview if model.preview != "auto" else comfy_bridge.preview_method()
+        parts = ("denoiser", "autoencoder") if previews == "decode" else ("denoiser",)
+        loaded = STORE.model(model, parts, latents.samples.shape, guided=guidance.config.scale != 1.0)
         width, height = latents.pixel_size(loaded)
         warning = loaded.capabilities.size_warning(width, height)
         if warning:
             log.warning("UniDiT: %s", warning)
-        guidance = guidance or Guidance(GuidanceConfig(scale=loaded.defaults.guidance))
-        negative = guidance.negative
-        if negative is None:
-            negative = loaded.encode_prompts([loaded.defaults.negative_prompt])
         progress = comfy_bridge.Progress(steps)
 
         def on_step(step, total, x, denoised):
-            progress.update(step + 1, preview_image(loaded, denoised))
+            progress.update(step + 1, preview_image(loaded, denoised, previews))
 
         result = generate(loaded, latents, positive, negative, guidance.config,
                           SamplerConfig(solver, steps, shift or None, denoise), seed, callback=on_step,

@@ -29,7 +29,7 @@ class UniDiTTextEncode:
         }}
 
     def encode(self, model, text):
-        loaded = STORE.model(model)
+        loaded = STORE.model(model, parts=("text_encoder",))
         unknown = loaded.unknown_words(text)
         if unknown:
             log.warning("UniDiT: the model does not know the words %s; they are ignored", ", ".join(unknown))

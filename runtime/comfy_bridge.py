@@ -43,6 +43,21 @@ def in_comfyui() -> bool:
 ProgressFn = Callable[[str, int, int, Optional[Any]], None]
 
 
+@dataclass(frozen=True)
+class ComputeOptions:
+    """Where and how a standalone host computes (``--device``, ``--vram-budget``, ``--preview-method``)."""
+
+    device: Optional[str] = None               # None / "auto", "cpu", "cuda", "cuda:1", "mps"
+    vram_budget_gb: Optional[float] = None     # device memory the weights may use; the rest is streamed
+    preview_method: str = "latent2rgb"         # "none", "latent2rgb" or "decode"
+
+    def __post_init__(self):
+        if self.vram_budget_gb is not None and self.vram_budget_gb <= 0:
+            raise ValueError(f"the VRAM budget must be a positive number of GB, got {self.vram_budget_gb}")
+        if self.preview_method not in ("none", "latent2rgb", "decode"):
+            raise ValueError(f"unknown preview method {self.preview_method!r}; choose none, latent2rgb or decode")
+
+
 @dataclass
 class HostServices:
     """What a standalone host provides to the nodes while it executes them."""
@@ -51,6 +66,7 @@ class HostServices:
     input_directory: Path = field(default_factory=lambda: Path("input"))
     temp_directory: Path = field(default_factory=lambda: Path("temp"))
     models_directories: list = field(default_factory=list)
+    compute: ComputeOptions = field(default_factory=ComputeOptions)
     progress: Optional[ProgressFn] = None              # (node_id, value, total, preview PIL image or None)
     interrupt_requested: Callable[[], bool] = lambda: False
 
@@ -172,45 +188,96 @@ def standalone_model_folders(roots: list[Path], kind: str) -> list[Path]:
 # ---- devices and memory -----------------------------------------------------------------------------------------
 
 def default_device():
-    """ComfyUI's compute device inside ComfyUI; else CUDA when available, else the CPU."""
+    """ComfyUI's compute device inside ComfyUI; standalone the host's ``--device`` choice, else CUDA, else Apple's
+    MPS, else the CPU."""
     import torch
 
     management = _comfy("comfy.model_management")
     if management is not None:
         return management.get_torch_device()
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if host().compute.device not in (None, "auto"):
+        return torch.device(host().compute.device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def weights_device(compute_device):
+    """Where a model's weights wait between runs: inside ComfyUI its offload device (the CPU unless it runs with
+    --highvram or --gpu-only), from which its memory manager moves them, fully or partly, when a node asks;
+    standalone, the compute device itself."""
+    management = _comfy("comfy.model_management")
+    return management.unet_offload_device() if management is not None else compute_device
+
+
+def unet_precision() -> tuple:
+    """ComfyUI's --fp32-unet / --bf16-unet / --fp16-unet (a compute dtype name) and --fp8_e4m3fn-unet /
+    --fp8_e5m2-unet (a storage dtype for the diffusion model's matrices) as (compute, storage); (None, None) when
+    no flag is given or outside ComfyUI."""
+    import torch
+
+    cli = _comfy("comfy.cli_args")
+    args = getattr(cli, "args", None)
+    if args is None:
+        return None, None
+    compute = next((name for flag, name in (("fp32_unet", "fp32"), ("bf16_unet", "bf16"), ("fp16_unet", "fp16"))
+                    if getattr(args, flag, False)), None)
+    storage = next((dtype for flag, dtype in (("fp8_e4m3fn_unet", torch.float8_e4m3fn),
+                                              ("fp8_e5m2_unet", torch.float8_e5m2)) if getattr(args, flag, False)),
+                   None)
+    return compute, storage
+
+
+def preview_method() -> str:
+    """How sampling previews are made: "none", "latent2rgb" (a cheap projection of the latent) or "decode" (the
+    autoencoder). Inside ComfyUI from its --preview-method (taesd -> decode, auto -> latent2rgb); standalone the
+    host's setting."""
+    cli = _comfy("comfy.cli_args")
+    method = getattr(getattr(cli, "args", None), "preview_method", None)
+    if method is None:
+        return host().compute.preview_method
+    value = str(getattr(method, "value", method)).lower()
+    return {"none": "none", "taesd": "decode"}.get(value, "latent2rgb")
 
 
 class ManagedModules:
-    """Modules of a loaded bundle registered with ComfyUI's memory manager (one ModelPatcher each), so that
-    ComfyUI can evict them and ``/free`` unloads them. Standalone, this does nothing."""
+    """The parts of a loaded model registered with ComfyUI's memory manager (one ModelPatcher each): ComfyUI is
+    asked for room before a part goes to the device, may load a part partly when short (layers built from
+    ``model/ops.py`` then stream their weights in per call: ComfyUI's lowvram), evicts parts for other models,
+    and ``/free`` unloads them. Standalone, this does nothing: parts sit on their device from the start."""
 
     def __init__(self, modules: dict, device):
         management = _comfy("comfy.model_management")
         patcher = _comfy("comfy.model_patcher")
-        self._patchers = []
+        self._patchers = {}
         if management is None or patcher is None:
             return
         offload = management.unet_offload_device()
-        for module in modules.values():
-            self._patchers.append(patcher.ModelPatcher(module, load_device=device, offload_device=offload,
-                                                      size=management.module_size(module)))
+        for name, module in modules.items():
+            self._patchers[name] = patcher.ModelPatcher(module, load_device=device, offload_device=offload,
+                                                        size=management.module_size(module))
 
-    def ready(self) -> None:
-        """Make sure the modules sit on their device (ComfyUI may have evicted them since the last run)."""
+    def ready(self, parts=None, memory_required: int = 0) -> None:
+        """Put ``parts`` (names, default all) on the device, with ``memory_required`` bytes of room left for
+        the computation; ComfyUI frees other models as needed and loads a part partly when it cannot fit."""
         if self._patchers:
-            _comfy("comfy.model_management").load_models_gpu(self._patchers, force_full_load=True)
+            chosen = [self._patchers[name] for name in (self._patchers if parts is None else parts)]
+            if chosen:
+                _comfy("comfy.model_management").load_models_gpu(chosen, memory_required=memory_required)
 
     def release(self) -> None:
         """Forget the registration (on explicit unload)."""
         management = _comfy("comfy.model_management")
         if management is None or not self._patchers:
             return
+        patchers = list(self._patchers.values())
         for loaded in list(management.current_loaded_models):
-            if loaded.model in self._patchers:
+            if loaded.model in patchers:
                 loaded.model_unload()
                 management.current_loaded_models.remove(loaded)
-        self._patchers = []
+        self._patchers = {}
 
 
 # ---- attention ---------------------------------------------------------------------------------------------------

@@ -9,8 +9,9 @@ from typing import Optional
 import torch
 from tqdm import tqdm
 
+from . import comfy_bridge
 from .bundle import SHIPPED_BUNDLE
-from .families import ModelFiles, load_model
+from .families import ModelFiles, Placement, load_model
 from .files import save_output
 from .gaussians.mesh import MeshConfig, mesh_bytes, splat_to_mesh
 from .gaussians.ply import ply_bytes
@@ -19,17 +20,20 @@ from .media.image import encode_png
 from .media.video import encode_video
 from .sampling.guidance import GuidanceConfig
 from .sampling.sampler import SamplerConfig
+from .store import DTYPES, check_device, resolve_dtype
 
 
 def run_demo(prompt: str, output_dir: Path, bundle_path: Optional[Path] = None, seed: int = 0,
-             progress: bool = True) -> dict:
-    """Generate the four outputs of ``prompt``; returns {"image" | "video" | "splat" | "mesh": path}."""
+             progress: bool = True, device: str = "auto") -> dict:
+    """Generate the four outputs of ``prompt`` on ``device`` (auto: CUDA, else MPS, else the CPU); returns
+    {"image" | "video" | "splat" | "mesh": path}."""
     started = time.perf_counter()
     bundle_path = Path(bundle_path or SHIPPED_BUNDLE)
     if not bundle_path.exists():
         raise FileNotFoundError(f"no model bundle at {bundle_path}; train one with `unidit train --preset "
                                 f"toyworld` or pass --bundle")
-    model = load_model(ModelFiles(bundle_path))
+    chosen = comfy_bridge.default_device() if device == "auto" else torch.device(check_device(device))
+    model = load_model(ModelFiles(bundle_path), Placement(chosen, DTYPES[resolve_dtype("auto", str(chosen))]))
     d = model.defaults
     sampler = SamplerConfig(solver=d.solver, steps=d.steps)
     guidance = GuidanceConfig(scale=d.guidance)

@@ -188,16 +188,6 @@ def decode_frames(model: FamilyModel, latents: Latents, tile_size: Optional[int]
 
 
 @torch.no_grad()
-def preview_image(model: FamilyModel, samples: torch.Tensor):
-    """A quick look at latents [B, C, F, h, w]: frame (or view) 0 of item 0, decoded, as a PIL image."""
-    from PIL import Image
-
-    pixels = model.autoencoder.decode(samples[:1, :, :1].to(model.device, model.dtype))[0, :, 0]
-    array = ((pixels.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
-    return Image.fromarray(array)
-
-
-@torch.no_grad()
 def decode_splats(model: FamilyModel, latents: Latents, min_opacity: float = 0.05) -> Splats:
     """3D view latents -> one splat per item, in the world frame of the rig's cameras (float32, CPU)."""
     if latents.modality != "3d":

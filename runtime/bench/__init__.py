@@ -10,6 +10,8 @@ BENCHMARKS = {
     "forward": "backbone forward pass against diffusers' WanTransformer3DModel (CPU fp32); --family unidit: our "
                "backbone at DiT-S size, 1 thread; --family wan: our Wan model at the 1.3B shape, 2 threads",
     "load": "load a synthetic full-size Wan 2.1 1.3B bf16 file: seconds and peak memory / file size",
+    "previews": "what sampling previews cost: sampler time with none, latent2rgb and decode previews (shipped "
+                "bundle, 2 threads)",
     "render": "Gaussian-splat renderer: 5,000 Gaussians at 128x128, fps and speedup over the dense reference "
               "(CPU fp32, 2 threads)",
     "mesh": "splat -> mesh -> GLB on a 20,000-Gaussian torus: seconds per stage (CPU fp32, 2 threads)",

@@ -7,6 +7,11 @@
 - ``--family wan``: our Wan model against diffusers' at the Wan 2.1 1.3B shape (dim 1536, 30 blocks, 12 heads),
   sharing the same weights (ours are diffusers' tensors under the original names, no copy), on the same latent
   and the same 512 padded text tokens; two threads.
+- ``--family wan --blocks-resident all,half,2``: our Wan model (bf16 weights, fp32 compute) with that many blocks
+  resident and the others streamed through two staging slots (``model/block_swap.py``), against all resident
+  in the same run: ``resident_param_bytes`` (what stays on the device: the resident blocks, the slots and the
+  other weights), seconds and the ratio. On a CPU-only machine the "device" is host memory too, so the figures
+  measure the swap's copies, not a PCIe transfer.
 
 The two alternate round by round and the ratio is the median of per-round ratios (ours / diffusers).
 """
@@ -70,7 +75,11 @@ def _flops(fn) -> int:
     return counter.get_total_flops()
 
 
-def run(progress: bool = True, family: str = "unidit") -> dict:
+def run(progress: bool = True, family: str = "unidit", blocks_resident: str | None = None) -> dict:
+    if blocks_resident is not None:
+        if family != "wan":
+            raise ValueError("--blocks-resident goes with --family wan")
+        return run_block_swap(blocks_resident, progress)
     if family == "wan":
         return run_wan(progress)
     if family != "unidit":
@@ -205,3 +214,64 @@ def run_wan(progress: bool = True) -> dict:
                   f"ffn {config.ffn_dim}; batch 1, fp32, {WAN_THREADS} threads",
         "peer": "diffusers WanTransformer3DModel",
     }
+
+
+SWAP_ROUNDS = 3
+
+
+def _resident_counts(spec: str, blocks: int) -> list[int]:
+    counts = []
+    for item in spec.split(","):
+        item = item.strip()
+        counts.append(blocks if item == "all" else blocks // 2 if item == "half" else int(item))
+        if not 0 <= counts[-1] <= blocks:
+            raise ValueError(f"--blocks-resident {item}: choose all, half or 0..{blocks}")
+    return counts
+
+
+def run_block_swap(spec: str, progress: bool = True) -> dict:
+    from ..families.wan.dit import WanDiT, WanDiTConfig
+    from ..model.block_swap import BlockSwap
+    from ..weights import fill_module
+    from .synthetic import random_tensor
+
+    def say(message):
+        if progress:
+            print(message, file=sys.stderr, flush=True)
+
+    config = WanDiTConfig()
+    counts = _resident_counts(spec, config.num_layers)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(WAN_THREADS)
+    try:
+        say("random bf16 weights at the Wan 2.1 1.3B shape ...")
+        with torch.device("meta"):
+            model = WanDiT(config)
+        generator = torch.Generator().manual_seed(0)
+        fill_module(model, {name: random_tensor(name, tuple(p.shape), generator).to(torch.bfloat16)
+                            for name, p in model.named_parameters()}, "random weights")
+        model.eval()
+        x = torch.randn(WAN_LATENT)
+        context = torch.randn(1, 24, config.text_dim)
+        sigma = torch.tensor([[0.5]])
+        other_bytes = sum(p.numel() * p.element_size() for name, p in model.named_parameters()
+                          if not name.startswith("blocks."))
+        figures, reference = {}, None
+        with torch.inference_mode():
+            for count in counts:
+                swap = BlockSwap(model.blocks, count, "cpu")
+                say(f"{count} of {config.num_layers} blocks resident: {WAN_WARMUP} warm-up + {SWAP_ROUNDS} rounds ...")
+                output = model(x, sigma, context)
+                reference = output if reference is None else reference
+                times = interleaved({"forward": lambda: model(x, sigma, context)}, SWAP_ROUNDS, WAN_WARMUP)
+                figures[str(count)] = {"resident_param_bytes": other_bytes + swap.plan.device_bytes,
+                                       "seconds": round(median(times["forward"]), 3),
+                                       "equal_to_first": bool(torch.equal(output, reference))}
+                swap.remove()
+    finally:
+        torch.set_num_threads(threads)
+    first = figures[str(counts[0])]["seconds"]
+    for entry in figures.values():
+        entry["time_ratio"] = round(entry["seconds"] / first, 3)
+    return {"blocks_resident": figures, "blocks": config.num_layers, "tokens": WAN_LATENT[2] * 16 * 16,
+            "config": f"Wan 2.1 1.3B shape, bf16 weights, fp32 compute, {WAN_THREADS} threads, device cpu"}

@@ -112,6 +112,16 @@ class Capabilities:
         return f"{self.family} was trained at {sizes}; {width}x{height} may come out worse"
 
 
+@dataclass(frozen=True)
+class MemoryCost:
+    """Device memory a run needs beside the weights, in units of the compute dtype's size: per token of one
+    denoiser forward (both guidance branches count), and per output pixel of one decoded chunk (the autoencoder
+    decodes one latent frame at a time)."""
+
+    per_token: int
+    per_decoded_pixel: int
+
+
 @dataclass
 class DenoiserConditioning:
     """What the denoiser is conditioned on besides the noisy latents and their noise levels."""
@@ -125,10 +135,11 @@ class FamilyModel:
     """A loaded model of any family: its parts, what it can do, its compute device and dtype."""
 
     def __init__(self, capabilities: Capabilities, denoiser: nn.Module, text_encoder: nn.Module,
-                 autoencoder: nn.Module, splat_decoder: Optional[nn.Module] = None,
+                 autoencoder: nn.Module, memory: MemoryCost, splat_decoder: Optional[nn.Module] = None,
                  rig: Optional[Callable] = None, device: torch.device | str = "cpu",
                  dtype: torch.dtype = torch.float32, info: Optional[dict] = None):
         self.capabilities = capabilities
+        self.memory = memory
         self.denoiser = denoiser
         self.text_encoder = text_encoder
         self.autoencoder = autoencoder
@@ -150,6 +161,23 @@ class FamilyModel:
 
     def parameter_count(self) -> int:
         return sum(p.numel() for module in self.modules().values() for p in module.parameters())
+
+    def activation_bytes(self, part: str, samples_shape: tuple, guided: bool = True) -> int:
+        """Device memory beyond the weights that ``part`` needs for latents of ``samples_shape`` [B, C, F, h, w]
+        (the room to ask a memory manager for)."""
+        b, _, f, h, w = samples_shape
+        itemsize = torch.empty(0, dtype=self.dtype).element_size()
+        if part == "denoiser":
+            tokens = b * (2 if guided else 1) * f * self.capabilities.tokens_per_frame(h, w)
+            return tokens * self.memory.per_token * itemsize
+        if part == "autoencoder":
+            pixels = b * self.capabilities.temporal_factor * h * w * self.capabilities.spatial_factor ** 2
+            return pixels * self.memory.per_decoded_pixel * itemsize
+        return 0
+
+    def block_lists(self) -> list:
+        """The denoiser's lists of identical transformer blocks (one per expert), for block swap."""
+        return self.denoiser.block_lists()
 
     @torch.no_grad()
     def encode_prompts(self, prompts: list[str]) -> TextConditioning:
@@ -186,11 +214,27 @@ class ModelFiles:
 @dataclass(frozen=True)
 class Family:
     """A registered family: ``detect(weights)`` returns a description of the checkpoint when it is one of this
-    family's diffusion models (else None); ``load(files, device, dtype)`` builds the model."""
+    family's diffusion models (else None); ``load(files, placement)`` builds the model."""
 
     name: str
     detect: Callable[[Weights], Optional[str]]
-    load: Callable[[ModelFiles, torch.device, torch.dtype], FamilyModel]
+    load: Callable[[ModelFiles, "Placement"], FamilyModel]
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a model computes and where its weights wait: ``device`` and ``dtype`` of the computation;
+    ``weights_device`` (default: ``device``) holds the weights until a memory manager moves them; ``matrix_dtype``
+    stores the diffusion model's matrices narrower than they are in the file (ComfyUI's --fp8_e4m3fn-unet)."""
+
+    device: torch.device = torch.device("cpu")
+    dtype: torch.dtype = torch.float32
+    weights_device: Optional[torch.device] = None
+    matrix_dtype: Optional[torch.dtype] = None
+
+    @property
+    def weights_on(self) -> torch.device:
+        return self.weights_device if self.weights_device is not None else self.device
 
 
 _FAMILIES: dict[str, Family] = {}
@@ -221,10 +265,10 @@ def detect_family(weights: Weights) -> tuple[Family, str]:
                           f"UniDiT runs its own bundles and Wan 2.1 / 2.2 diffusion models.")
 
 
-def load_model(files: ModelFiles, device: torch.device | str = "cpu",
-               dtype: torch.dtype = torch.float32) -> FamilyModel:
-    """Load the model in ``files`` with the family that recognises its diffusion model."""
+def load_model(files: ModelFiles, placement: Optional[Placement] = None) -> FamilyModel:
+    """Load the model in ``files`` with the family that recognises its diffusion model (on the CPU in fp32 unless
+    ``placement`` says otherwise)."""
     from ..weights import open_weights
 
     family, _ = detect_family(open_weights(files.diffusion_model))
-    return family.load(files, torch.device(device), dtype)
+    return family.load(files, placement or Placement())

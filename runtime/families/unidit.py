@@ -15,7 +15,7 @@ from ..text.conditioning import TextConditioning
 from ..text.encoder import TextEncoder
 from ..text.tokenizer import unknown_words
 from ..weights import CheckpointError, Weights
-from . import Capabilities, DenoiserConditioning, Family, FamilyModel, ModelFiles
+from . import Capabilities, DenoiserConditioning, Family, FamilyModel, MemoryCost, ModelFiles, Placement
 
 
 class UniDiTDenoiser(nn.Module):
@@ -32,6 +32,9 @@ class UniDiTDenoiser(nn.Module):
     def set_attention_backend(self, name: str) -> None:
         self.dit.set_attention_backend(name)
 
+    def block_lists(self) -> list:
+        return [self.dit.blocks]
+
 
 class BundleTextEncoder(nn.Module):
     """The bundle's text encoder with its word-level tokenizer."""
@@ -47,8 +50,9 @@ class BundleTextEncoder(nn.Module):
         return unknown_words(self.tokenizer, prompt)
 
 
-def model_from_bundle(bundle: ModelBundle) -> FamilyModel:
-    """The family interface over a bundle's modules (no copies)."""
+def model_from_bundle(bundle: ModelBundle, device: Optional[torch.device] = None) -> FamilyModel:
+    """The family interface over a bundle's modules (no copies), computing on ``device`` (default: where the
+    bundle's weights are)."""
     vae, dit = bundle.autoencoder.config, bundle.dit.config
     d = bundle.defaults
     capabilities = Capabilities(
@@ -56,20 +60,25 @@ def model_from_bundle(bundle: ModelBundle) -> FamilyModel:
         latent_channels=vae.latent_channels, spatial_factor=vae.spatial_factor, temporal_factor=vae.temporal_group,
         patch=dit.patch_size, trained_sizes=((d.width, d.height),), defaults=d)
     text_encoder = BundleTextEncoder(bundle.text_encoder, bundle.tokenizer)
-    return FamilyModel(capabilities, UniDiTDenoiser(bundle.dit), text_encoder, bundle.autoencoder, bundle.splat_decoder, rig=bundle.rig, device=bundle.device,
-                       dtype=bundle.dtype, info=bundle.info)
+    # Per token: a few [tokens, width] tensors and the gated MLP's two [tokens, mlp] halves; per decoded pixel:
+    # the frame decoder's widest full-resolution activations.
+    memory = MemoryCost(per_token=8 * dit.hidden_size + 3 * dit.mlp_hidden, per_decoded_pixel=4 * vae.channels[0])
+    return FamilyModel(capabilities, UniDiTDenoiser(bundle.dit), text_encoder, bundle.autoencoder, memory,
+                       bundle.splat_decoder, rig=bundle.rig, device=device or bundle.device, dtype=bundle.dtype,
+                       info=bundle.info)
 
 
 def detect(weights: Weights) -> Optional[str]:
     return "UniDiT bundle" if is_bundle(weights) else None
 
 
-def load(files: ModelFiles, device: torch.device, dtype: torch.dtype) -> FamilyModel:
+def load(files: ModelFiles, placement: Placement) -> FamilyModel:
     extra = [name for name in ("text_encoder", "vae", "low_noise") if getattr(files, name) is not None]
     if extra:
         raise CheckpointError(f"{files.diffusion_model.name} is a UniDiT bundle, which holds its own text encoder and "
                               f"autoencoder; load it with UniDiT Loader (no {', '.join(extra)} needed)")
-    return model_from_bundle(ModelBundle.load(files.diffusion_model, device=device, dtype=dtype))
+    bundle = ModelBundle.load(files.diffusion_model, device=placement.weights_on, dtype=placement.dtype)
+    return model_from_bundle(bundle, placement.device)
 
 
 FAMILY = Family("unidit", detect, load)

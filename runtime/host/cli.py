@@ -16,6 +16,9 @@ def _add_bench(subparsers) -> None:
     bench.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     bench.add_argument("--family", choices=["unidit", "wan"], default=None,
                        help="forward only: which backbone to compare with diffusers' Wan model (default: unidit)")
+    bench.add_argument("--blocks-resident", default=None, metavar="N,...",
+                       help="forward --family wan only: block swap with these numbers of resident blocks "
+                            "(all, half or a number), e.g. all,half,2")
     bench.set_defaults(handler=_run_bench)
 
 
@@ -23,11 +26,11 @@ def _run_bench(args) -> int:
     from ..bench import run_benchmark
 
     options = {}
-    if args.family is not None:
+    if args.family is not None or args.blocks_resident is not None:
         if args.name != "forward":
-            print("error: --family applies to `unidit bench forward` only", file=sys.stderr)
+            print("error: --family and --blocks-resident apply to `unidit bench forward` only", file=sys.stderr)
             return 2
-        options["family"] = args.family
+        options = {"family": args.family or "unidit", "blocks_resident": args.blocks_resident}
     figures = run_benchmark(args.name, progress=not args.json, **options)
     if args.json:
         print(json.dumps(figures, indent=2))
@@ -38,6 +41,41 @@ def _run_bench(args) -> int:
     return 0
 
 
+def _add_compute_options(parser) -> None:
+    parser.add_argument("--device", default="auto", metavar="DEVICE",
+                        help="where models compute: auto (CUDA, else Apple's MPS, else the CPU), cpu, cuda, cuda:N "
+                             "or mps (default: %(default)s)")
+    parser.add_argument("--vram-budget", type=_positive_gb, default=None, metavar="GB",
+                        help="device memory the diffusion model's weights may use; blocks beyond it stay in host "
+                             "memory and are streamed in as they run (default: no limit)")
+    parser.add_argument("--preview-method", choices=["none", "latent2rgb", "decode"], default="latent2rgb",
+                        help="sampling previews: none, a cheap latent -> RGB projection, or a full decode "
+                             "(default: %(default)s)")
+
+
+def _positive_gb(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of GB") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"the budget must be positive, got {text}")
+    return value
+
+
+def _compute_options(args):
+    """The compute options of ``run`` / ``serve``; exits with a message for a device this machine lacks."""
+    from ..comfy_bridge import ComputeOptions
+    from ..store import check_device
+
+    if args.device != "auto":
+        try:
+            check_device(args.device)
+        except ValueError as problem:
+            raise SystemExit(f"error: {problem}") from None
+    return ComputeOptions(args.device, args.vram_budget, args.preview_method)
+
+
 def _add_demo(subparsers) -> None:
     demo = subparsers.add_parser("demo", help="one prompt -> an image, a video, a splat and a mesh",
                                  description="Generate an image (PNG), a video (MP4), a Gaussian splat (PLY) and a "
@@ -46,13 +84,19 @@ def _add_demo(subparsers) -> None:
     demo.add_argument("--out", type=Path, default=Path("output"), help="output folder (default: %(default)s)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     demo.add_argument("--bundle", type=Path, default=None, help="model bundle (default: the shipped demo bundle)")
+    demo.add_argument("--device", default="auto", metavar="DEVICE",
+                      help="auto (CUDA, else Apple's MPS, else the CPU), cpu, cuda, cuda:N or mps (default: %(default)s)")
     demo.set_defaults(handler=_run_demo)
 
 
 def _run_demo(args) -> int:
     from ..demo import run_demo
 
-    outputs = run_demo(args.prompt, args.out, args.bundle, args.seed)
+    try:
+        outputs = run_demo(args.prompt, args.out, args.bundle, args.seed, device=args.device)
+    except ValueError as problem:  # a device this machine lacks
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     for kind in ("image", "video", "splat", "mesh"):
         print(f"{kind:<6} {outputs[kind]}")
     print(f"done in {outputs['seconds']} s")
@@ -74,6 +118,7 @@ def _add_run(subparsers) -> None:
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="NODE.INPUT=VALUE",
                      help="change an input before running, e.g. --set 7.seed=42 --set 'UniDiTTextEncode.text=a "
                           "blue ball' (NODE: node id, title, or a class that occurs once)")
+    _add_compute_options(run)
     run.set_defaults(handler=_run_run)
 
 
@@ -83,7 +128,8 @@ def _run_run(args) -> int:
     from .workflow import WorkflowError
 
     try:
-        result = run_workflow(args.workflow, args.out, args.overrides, args.input, args.models)
+        result = run_workflow(args.workflow, args.out, args.overrides, args.input, args.models,
+                              compute=_compute_options(args))
     except WorkflowError as problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
@@ -118,6 +164,7 @@ def _add_serve(subparsers) -> None:
                             "DIR/diffusers; searched before the pack's models/ (repeat for more)")
     serve.add_argument("--max-upload-size", type=float, default=100.0, metavar="MB",
                        help="largest request body in MB (default: %(default)s)")
+    _add_compute_options(serve)
     serve.set_defaults(handler=_run_serve)
 
 
@@ -128,7 +175,7 @@ def _run_serve(args) -> int:
     config = ServerConfig(listen=args.listen, port=args.port, output_directory=args.output_directory,
                           input_directory=args.input_directory, temp_directory=args.temp_directory,
                           user_directory=args.user_directory, models_directories=args.models,
-                          max_upload_size_mb=args.max_upload_size)
+                          max_upload_size_mb=args.max_upload_size, compute=_compute_options(args))
     try:
         run_server(config)
     except FrontendMissing as problem:

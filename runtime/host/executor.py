@@ -16,11 +16,12 @@ The executor knows nothing about any particular node: it sees classes with Comfy
 """
 from __future__ import annotations
 
+
 import inspect
 import math
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -332,9 +333,8 @@ class Executor:
             if preview is not None and emit is not None:
                 emit("preview", {"node": node_id, "image": preview, "prompt_id": prompt_id})
 
-        services = comfy_bridge.HostServices(self.services.output_directory, self.services.input_directory,
-                                             self.services.temp_directory, self.services.models_directories,
-                                             progress, lambda: self.interrupt_flag)
+        services = replace(self.services, progress=progress,
+                           interrupt_requested=lambda: self.interrupt_flag)
         token = comfy_bridge.use_host(services)
         executed: list = []
         try:

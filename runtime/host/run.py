@@ -46,7 +46,7 @@ class ValidationFailed(WorkflowError):
 
 def run_workflow(path: Path, output_dir: Path, overrides: Optional[list] = None, input_dir: Optional[Path] = None,
                  models: Optional[list] = None, executor: Optional[Executor] = None,
-                 progress: bool = True) -> ExecutionResult:
+                 progress: bool = True, compute: Optional[comfy_bridge.ComputeOptions] = None) -> ExecutionResult:
     """Validate and run a workflow file; raises :class:`WorkflowError` (or ``ValidationFailed``) for a workflow
     that cannot run. Pass the same ``executor`` to several calls to reuse cached outputs between them."""
     nodes = executor.nodes if executor is not None else standalone_nodes()
@@ -55,7 +55,8 @@ def run_workflow(path: Path, output_dir: Path, overrides: Optional[list] = None,
         prepare_input_directory(input_dir)
         executor = Executor(nodes, comfy_bridge.HostServices(output_directory=Path(output_dir),
                                                              input_directory=input_dir,
-                                                             models_directories=list(models or [])))
+                                                             models_directories=list(models or []),
+                                                             compute=compute or comfy_bridge.ComputeOptions()))
     workflow = load_workflow(path)
     services_token = comfy_bridge.use_host(executor.services)  # combo lists (input images) during conversion
     try:

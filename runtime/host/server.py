@@ -59,6 +59,7 @@ class ServerConfig:
     max_json_size_mb: float = 32.0        # bound of JSON bodies (prompts, settings)
     max_queue: int = 1000                 # pending prompts
     max_history: int = 1000               # finished prompts kept
+    compute: comfy_bridge.ComputeOptions = field(default_factory=comfy_bridge.ComputeOptions)
 
     def folders(self) -> dict:
         """The served folders by type, absolute."""
@@ -91,7 +92,7 @@ class HostServer:
                               for kind in comfy_bridge.MODEL_KINDS}                    # as the loaders search them
         self.model_folders[comfy_bridge.MODEL_FOLDER].append(SHIPPED_BUNDLE.parent)
         self.services = comfy_bridge.HostServices(folders["output"], folders["input"], folders["temp"],
-                                                  user_model_folders)
+                                                  user_model_folders, config.compute)
         labels = [(folders[kind], kind) for kind in folders] + [(self.user_directory, "user")]
         labels += [(folder, f"models/{folder.name}") for folder in user_model_folders]
         self.redact = default_redactor(labels)

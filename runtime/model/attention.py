@@ -6,7 +6,9 @@ boolean (True = attend) or a float bias added to the scores (-inf = ignore), or 
 Backends:
 - ``sdpa``: ``torch.nn.functional.scaled_dot_product_attention`` — the default, exact, on every device (it picks
   FlashAttention-2 / cuDNN / memory-efficient kernels on CUDA and a flash-style kernel on CPU);
-- ``flash_attn``: the ``flash-attn`` package (CUDA, fp16/bf16, no mask, head dim <= 256), when importable;
+- ``flash_attn``: the ``flash-attn`` package (CUDA, fp16/bf16, head dim <= 256), when importable
+  (``pip install 'comfyui-unidit[flash]'``); a boolean key-padding mask (padded text) goes through its varlen
+  kernel with the padding removed; it takes no float bias;
 - ``chunked``: exact attention in query x key blocks with an online softmax, so memory stays bounded by the
   block sizes for very long sequences on devices where SDPA would materialise the full score matrix.
 
@@ -108,17 +110,37 @@ def _flash_attn_refuses(q, k, v, mask):
         return "flash_attn runs on CUDA only"
     if q.dtype not in (torch.float16, torch.bfloat16):
         return f"flash_attn needs fp16 or bf16, got {q.dtype}"
-    if mask is not None:
-        return "flash_attn takes no attention mask"
+    if mask is not None and (mask.dtype != torch.bool or key_padding(mask, q, k) is None):
+        return "flash_attn takes key-padding masks only (no float bias, no per-query mask)"
     if q.shape[-1] > 256:
         return f"flash_attn supports head dim <= 256, got {q.shape[-1]}"
     return None
 
 
-def _flash_attn(q, k, v, mask):
-    from flash_attn import flash_attn_func
+def key_padding(mask: torch.Tensor, q: torch.Tensor, k: torch.Tensor) -> Optional[torch.Tensor]:
+    """The [B, Sk] keys-to-attend of a boolean mask that is the same for every head and query, else None."""
+    batch, keys = q.shape[0], k.shape[2]
+    if mask.ndim != 4 or mask.shape[1] != 1 or mask.shape[2] != 1 or mask.shape[3] != keys:
+        return None
+    return mask[:, 0, 0].expand(batch, keys)
 
-    out = flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))  # takes [B, S, H, D]
+
+def _flash_attn(q, k, v, mask):
+    from flash_attn import flash_attn_func, flash_attn_varlen_func
+
+    q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # flash-attn takes [B, S, H, D]
+    if mask is None:
+        return flash_attn_func(q, k, v).transpose(1, 2)
+    # Padded keys: every item's real keys packed one after the other, with cumulative lengths.
+    keep = key_padding(mask, q.transpose(1, 2), k.transpose(1, 2))                       # [B, Sk]
+    batch, queries = q.shape[:2]
+    key_lengths = keep.sum(dim=1, dtype=torch.int32)
+    cu_keys = torch.nn.functional.pad(key_lengths.cumsum(0, dtype=torch.int32), (1, 0))
+    cu_queries = torch.arange(0, (batch + 1) * queries, queries, dtype=torch.int32, device=q.device)
+    out = flash_attn_varlen_func(q.reshape(batch * queries, *q.shape[2:]), k[keep], v[keep], cu_queries, cu_keys,
+                                 queries, int(key_lengths.max()))
+    # An item without any key to attend gets zeros (as the chunked backend gives).
+    out = out.view(batch, queries, *q.shape[2:]).masked_fill((key_lengths == 0)[:, None, None, None], 0.0)
     return out.transpose(1, 2)
 
 

@@ -7,7 +7,9 @@ code takes ``operations``), so how weights are stored is the loader's business, 
   2.6 GB, not the 5.2 GB of fp32) and are cast, one layer at a time, to the dtype of the layer's input;
 - ComfyUI's scaled-fp8 files store ``weight`` in float8_e4m3fn with a float32 ``scale_weight``: the dequantised
   weight is ``weight * scale_weight`` (``weights.fill_module`` attaches the scale);
-- weights may live on another device than the input (they are moved with the cast).
+- weights may live on another device than the input (they are moved with the cast). That is how ComfyUI's
+  lowvram loading works with these layers: every layer says ``comfy_cast_weights``, so ComfyUI's memory manager
+  may leave its weights in host memory when the device is short, and the layer streams them in per call.
 
 When the stored dtype and device already match the input's, nothing is copied.
 """
@@ -30,7 +32,13 @@ def cast_like(tensor: Optional[torch.Tensor], like: torch.Tensor, scale: Optiona
     return out
 
 
-class Linear(nn.Linear):
+class CastWeights:
+    """Marks a layer whose forward casts its weights to the input's device and dtype (ComfyUI reads this flag)."""
+
+    comfy_cast_weights = False
+
+
+class Linear(CastWeights, nn.Linear):
     def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None):
         super().__init__(in_features, out_features, bias, device, dtype)
         self.register_buffer("scale_weight", None, persistent=False)
@@ -39,17 +47,17 @@ class Linear(nn.Linear):
         return F.linear(x, cast_like(self.weight, x, self.scale_weight), cast_like(self.bias, x))
 
 
-class Conv2d(nn.Conv2d):
+class Conv2d(CastWeights, nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._conv_forward(x, cast_like(self.weight, x), cast_like(self.bias, x))
 
 
-class Conv3d(nn.Conv3d):
+class Conv3d(CastWeights, nn.Conv3d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._conv_forward(x, cast_like(self.weight, x), cast_like(self.bias, x))
 
 
-class Embedding(nn.Embedding):
+class Embedding(CastWeights, nn.Embedding):
     """Looks up rows in the stored dtype and casts only those rows (a 256k-word table is never converted)."""
 
     def __init__(self, num_embeddings: int, embedding_dim: int, device=None, dtype=None):
@@ -62,7 +70,7 @@ class Embedding(nn.Embedding):
         return cast_like(rows, like, self.scale_weight)
 
 
-class LayerNorm(nn.LayerNorm):
+class LayerNorm(CastWeights, nn.LayerNorm):
     """LayerNorm computed in float32 and returned in the input's dtype (as Wan's reference code does)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -71,7 +79,7 @@ class LayerNorm(nn.LayerNorm):
                             self.eps).to(x.dtype)
 
 
-class RMSNorm(nn.Module):
+class RMSNorm(CastWeights, nn.Module):
     """x / sqrt(mean(x^2) + eps) * weight over the last dimension, in float32, returned in the input's dtype."""
 
     def __init__(self, dim: int, eps: float = 1e-6, device=None, dtype=None):

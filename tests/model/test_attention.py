@@ -80,3 +80,30 @@ def test_a_float_mask_adds_to_the_scores_in_every_backend():
     expected = torch.softmax(scores, dim=-1) @ v
     for backend in ("sdpa", "chunked"):
         assert torch.allclose(dispatch.attention(q, k, v, bias, backend), expected, atol=1e-5), backend
+
+
+def test_flash_attn_packs_padded_keys_for_its_varlen_kernel(monkeypatch):
+    """The packing is checked on the CPU with a stand-in for flash-attn's varlen kernel built from SDPA."""
+    import sys
+    import types
+
+    def varlen(q, k, v, cu_q, cu_k, max_q, max_k):
+        outputs = []
+        for item in range(len(cu_q) - 1):
+            qi, ki, vi = (t[c[item]:c[item + 1]].transpose(0, 1) for t, c in ((q, cu_q), (k, cu_k), (v, cu_k)))
+            outputs.append(F.scaled_dot_product_attention(qi, ki, vi).transpose(0, 1) if len(ki[0]) else
+                           torch.full_like(qi.transpose(0, 1), float("nan")))
+        return torch.cat(outputs)
+
+    monkeypatch.setitem(sys.modules, "flash_attn", types.SimpleNamespace(flash_attn_varlen_func=varlen,
+                                                                         flash_attn_func=None))
+    q, k, v = random_qkv()
+    mask = torch.ones(q.shape[0], 1, 1, k.shape[2], dtype=torch.bool)
+    mask[0, ..., 5:] = False
+    mask[1, ..., :] = False                            # a prompt with no token at all
+    out = dispatch._flash_attn(q, k, v, mask)
+    expected = dispatch.chunked_attention(q, k, v, mask)
+    assert torch.allclose(out, expected, atol=1e-5)
+    # what it cannot take: a float bias or a mask that differs per query
+    assert dispatch.key_padding(mask, q, k) is not None
+    assert dispatch.key_padding(torch.ones(q.shape[0], 1, q.shape[2], k.shape[2], dtype=torch.bool), q, k) is None

@@ -17,7 +17,8 @@ import torch
 import torch.nn as nn
 
 from ...weights import CheckpointError, Weights
-from .. import Capabilities, DenoiserConditioning, Family, FamilyModel, GenerationDefaults, ModelFiles
+from .. import (Capabilities, DenoiserConditioning, Family, FamilyModel, GenerationDefaults, MemoryCost, ModelFiles,
+                Placement)
 from .dit import WanDiT, describe, infer_config, load_wan_dit, original_weights
 
 # The official negative prompt of Wan's sampling configs ("garish colours, overexposed, static, blurry details,
@@ -46,10 +47,15 @@ class WanDenoiser(nn.Module):
         context = text.tokens * text.mask[..., None].to(text.tokens.dtype)   # padding rows are zeros, as Wan pads
         return self.expert(sigma)(x, sigma, context)
 
+    def experts(self) -> list[WanDiT]:
+        return [model for model in (self.high_noise, self.low_noise) if model is not None]
+
     def set_attention_backend(self, name: str) -> None:
-        for model in (self.high_noise, self.low_noise):
-            if model is not None:
-                model.set_attention_backend(name)
+        for model in self.experts():
+            model.set_attention_backend(name)
+
+    def block_lists(self) -> list:
+        return [model.blocks for model in self.experts()]
 
 
 def capabilities(dit: WanDiT, vae, description: str) -> Capabilities:
@@ -75,7 +81,7 @@ def detect(weights: Weights) -> Optional[str]:
     return None if original is None else describe(infer_config(original))
 
 
-def load(files: ModelFiles, device: torch.device, dtype: torch.dtype) -> FamilyModel:
+def load(files: ModelFiles, placement: Placement) -> FamilyModel:
     from .umt5 import load_umt5
     from .vae import load_wan_vae
 
@@ -84,27 +90,31 @@ def load(files: ModelFiles, device: torch.device, dtype: torch.dtype) -> FamilyM
         raise CheckpointError(f"{name} is a Wan diffusion model: it needs a text encoder (umt5_xxl, from "
                               f"models/text_encoders) and a VAE (wan_2.1_vae or wan2.2_vae, from models/vae); load it "
                               f"with UniDiT Loader (separate files)")
-    dit = load_wan_dit(files.diffusion_model, device, dtype)
+    where, dtype = placement.weights_on, placement.dtype
+    dit = load_wan_dit(files.diffusion_model, where, dtype, matrix_dtype=placement.matrix_dtype)
     description = describe(dit.config)
     low_noise = None
     if files.low_noise is not None:
-        low_noise = load_wan_dit(files.low_noise, device, dtype)
+        low_noise = load_wan_dit(files.low_noise, where, dtype, matrix_dtype=placement.matrix_dtype)
         if low_noise.config != dit.config:
             raise CheckpointError(f"{files.low_noise.name} ({describe(low_noise.config)}) cannot be the low-noise "
                                   f"expert of {name} ({description}): the two experts must have the same shape")
         description = f"Wan 2.2 A14B (experts {name} + {files.low_noise.name})"
-    vae = load_wan_vae(files.vae, device, dtype)
+    vae = load_wan_vae(files.vae, where, dtype)
     if vae.latent_channels != dit.config.in_channels:
         wanted = "wan2.2_vae (48 channels)" if dit.config.in_channels == 48 else "wan_2.1_vae (16 channels)"
         raise CheckpointError(f"the VAE {files.vae.name} makes {vae.latent_channels}-channel latents but the diffusion "
                               f"model {name} ({description}) takes {dit.config.in_channels}: use {wanted}")
-    text_encoder = load_umt5(files.text_encoder, device, dtype)
+    text_encoder = load_umt5(files.text_encoder, where, dtype)
     if text_encoder.width != dit.config.text_dim:
         raise CheckpointError(f"the text encoder {files.text_encoder.name} gives {text_encoder.width}-wide tokens but "
                               f"the diffusion model {name} ({description}) takes {dit.config.text_dim}: use "
                               f"umt5_xxl (the T5 encoder Wan was trained with)")
-    return FamilyModel(capabilities(dit, vae, description), WanDenoiser(dit, low_noise), text_encoder, vae,
-                       device=device, dtype=dtype, info={"family": description})
+    # Per token: about six [tokens, dim] tensors and two [tokens, ffn] (the FFN's hidden and its GELU), as
+    # ComfyUI's estimate for Wan; per decoded pixel: the VAE decoder's full-resolution activations, ~6 KB.
+    memory = MemoryCost(per_token=6 * dit.config.dim + 2 * dit.config.ffn_dim, per_decoded_pixel=3000)
+    return FamilyModel(capabilities(dit, vae, description), WanDenoiser(dit, low_noise), text_encoder, vae, memory,
+                       device=placement.device, dtype=dtype, info={"family": description})
 
 
 FAMILY = Family("wan", detect, load)

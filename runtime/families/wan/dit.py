@@ -321,10 +321,10 @@ def describe(config: WanDiTConfig) -> str:
 
 
 def load_wan_dit(path, device="cpu", compute_dtype: torch.dtype = torch.float32,
-                 ops=default_ops) -> WanDiT:
+                 matrix_dtype: Optional[torch.dtype] = None, ops=default_ops) -> WanDiT:
     """A Wan diffusion model from a single file (original layout, with or without ``model.diffusion_model.``) or a
     diffusers ``transformer`` folder. Built on the meta device and filled in place: weights stay memory-mapped in
-    their stored dtype until moved to ``device``."""
+    their stored dtype until moved to ``device``; ``matrix_dtype`` stores the matrices narrower (fp8)."""
     path = Path(path)
     weights = open_weights(path)
     original = original_weights(weights)
@@ -346,4 +346,4 @@ def load_wan_dit(path, device="cpu", compute_dtype: torch.dtype = torch.float32,
     with torch.device("meta"):
         model = WanDiT(config, ops)
     fill_module(model, original, weights.name)
-    return place_module(model, device, compute_dtype).eval().requires_grad_(False)
+    return place_module(model, device, compute_dtype, matrix_dtype).eval().requires_grad_(False)
