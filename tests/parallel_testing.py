@@ -84,3 +84,51 @@ def ranks_compute(split: str, result: str) -> None:
             torch.save({"outputs": outputs, "errors": errors, "split": context.describe()}, result)
     finally:
         parallel.shutdown()
+
+
+class FailsOnRankOne:
+    """A node that fails on rank 1 only (as a node may, say, when one GPU runs out of memory)."""
+
+    RETURN_TYPES = ("INT",)
+    FUNCTION = "run"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {}}
+
+    def run(self):
+        if parallel.context().rank == 1:
+            raise ValueError("out of memory on rank 1")
+        return (1,)
+
+
+class NeedsEveryRank:
+    """An output node that makes a collective call, as the sampler does."""
+
+    RETURN_TYPES = ()
+    OUTPUT_NODE = True
+    FUNCTION = "run"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"value": ("INT",)}}
+
+    def run(self, value):
+        parallel.any_rank(True)
+        return {"ui": {"text": [str(value)]}}
+
+
+def ranks_execute(folder: str) -> None:
+    """In each started process: execute FailsOnRankOne -> NeedsEveryRank; every rank saves its result."""
+    from unidit.runtime.host.executor import Executor, validate_prompt
+
+    context = parallel.init_parallel("sequence")
+    try:
+        nodes = {"FailsOnRankOne": FailsOnRankOne, "NeedsEveryRank": NeedsEveryRank}
+        prompt = {"1": {"class_type": "FailsOnRankOne", "inputs": {}},
+                  "2": {"class_type": "NeedsEveryRank", "inputs": {"value": ["1", 0]}}}
+        validation = validate_prompt(prompt, nodes)
+        result = Executor(nodes).execute(validation.prompt, "p", validation.outputs)
+        torch.save({"status": result.status, "error": result.error}, f"{folder}/rank{context.rank}.pt")
+    finally:
+        parallel.shutdown()

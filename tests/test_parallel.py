@@ -1,13 +1,22 @@
 """Parallel inference (runtime/parallel.py): how worlds split, and that 2 (and 4) gloo processes give the outputs of
-one process, for both families."""
+one process, for both families, and for a whole `unidit run` under torchrun."""
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from parallel_testing import FAMILIES, family_outputs, ranks_compute
 from unidit.runtime import parallel
 from unidit.runtime.bench.parallel import run_on_local_ranks
 
+REPOSITORY = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
 TOLERANCE = 1e-5
 
 
@@ -75,3 +84,45 @@ def test_cfg_and_sequence_parallel_together_on_four_processes(tmp_path, one_proc
     computed = computed_on_ranks(tmp_path, 4, "auto")
     assert computed["split"] == "4 processes: CFG 2 x sequence 2"
     assert_same_outputs(computed["outputs"], one_process)
+
+
+# ---- `unidit run` under torchrun --------------------------------------------------------------------------------
+
+def run_command(command: list, folder: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run ``command`` in ``folder`` with its own, empty temporary folder ``folder/tmp``."""
+    (folder / "tmp").mkdir()
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(folder / "tmp")}
+    environment.pop("WORLD_SIZE", None)
+    completed = subprocess.run(command, cwd=folder, env=environment, capture_output=True, text=True,
+                               timeout=timeout)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return completed
+
+
+@pytest.fixture(scope="module")
+def one_process_image(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("one_process")
+    run_command([str(VENV_BIN / "unidit"), "run", str(REPOSITORY / "workflows/api/text_to_image.json"), "--out",
+                 "out", "--set", "5.steps=8"], folder)
+    (image,) = (folder / "out").rglob("*.png")
+    return image
+
+
+@pytest.mark.skipif(shutil.which("torchrun", path=str(VENV_BIN)) is None, reason="torchrun is not in this venv")
+@pytest.mark.parametrize("split", ["cfg", "sequence"])
+def test_unidit_run_under_torchrun_writes_one_output_equal_to_one_process(tmp_path, one_process_image, split):
+    completed = run_command([str(VENV_BIN / "torchrun"), "--standalone", "--nproc-per-node", "2", "-m",
+                             "unidit.runtime.host.cli", "run", str(REPOSITORY / "workflows/api/text_to_image.json"),
+                             "--out", "out", "--set", "5.steps=8", "--parallel", split], tmp_path)
+    written = sorted(path for path in tmp_path.rglob("*")
+                     if path.is_file() and path.relative_to(tmp_path).parts[0] not in ("input", "tmp"))
+    # One file: rank 1's went to a scratch folder (in TMPDIR), deleted when it finished.
+    assert [path.relative_to(tmp_path) for path in written] == [Path("out/UniDiT/image_00001_.png")]
+    assert not list((tmp_path / "tmp").glob("unidit-rank*"))
+    assert completed.stdout.split() == ["out/UniDiT/image_00001_.png"]   # listed once, by rank 0
+    parallel_pixels = np.asarray(Image.open(written[0]), dtype=np.int16)
+    one_process_pixels = np.asarray(Image.open(one_process_image), dtype=np.int16)
+    # Within one level of 255 per channel (fp32 rounding may tip a pixel over a rounding edge); in practice the
+    # files are the same bytes.
+    assert np.abs(parallel_pixels - one_process_pixels).max() <= 1
+    assert parallel_pixels.std() > 5  # a picture, not a flat field
