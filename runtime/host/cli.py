@@ -8,7 +8,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-PARALLEL_COMMANDS = ("run",)   # the commands that run under torchrun
+PARALLEL_COMMANDS = ("run", "serve")   # the commands that run under torchrun
 
 
 def _add_bench(subparsers) -> None:
@@ -167,10 +167,12 @@ def _add_serve(subparsers) -> None:
                             "DIR/diffusers; searched before the pack's models/ (repeat for more)")
     serve.add_argument("--max-upload-size", type=float, default=100.0, metavar="MB",
                        help="largest request body in MB (default: %(default)s)")
+    _add_parallel_option(serve)
     serve.set_defaults(handler=_run_serve)
 
 
 def _run_serve(args) -> int:
+    from .. import parallel
     from .frontend import FrontendMissing
     from .server import ServerConfig, run_server
 
@@ -178,7 +180,15 @@ def _run_serve(args) -> int:
                           input_directory=args.input_directory, temp_directory=args.temp_directory,
                           user_directory=args.user_directory, models_directories=args.models,
                           max_upload_size_mb=args.max_upload_size)
+    context, status = _join_parallel(args)
+    if status is not None:
+        return status
     try:
+        if context is not None and not context.is_leader:
+            from .lockstep import follow_leader
+
+            follow_leader(config.input_directory, config.models_directories)
+            return 0
         run_server(config)
     except FrontendMissing as problem:
         print(f"error: {problem}", file=sys.stderr)
@@ -186,6 +196,8 @@ def _run_serve(args) -> int:
     except OSError as problem:  # e.g. the port is taken
         print(f"error: cannot serve on {args.listen}:{args.port}: {problem.strerror or problem}", file=sys.stderr)
         return 2
+    finally:
+        parallel.shutdown()
     return 0
 
 
