@@ -4,9 +4,10 @@
 
 w = 1 is the conditional prediction alone (no unconditional pass is made), w = 0 the unconditional one. The
 conditional and unconditional predictions come from one batched forward, or with CFG parallelism
-(``runtime/parallel.py``) from two processes, one branch each. The negative prompt is the unconditional branch. Guidance can be limited to an interval of noise levels (guiding only mid-trajectory
-improves quality and skips unconditional passes), and rescaled towards the conditional prediction's standard
-deviation to avoid over-saturation at high w.
+(``runtime/parallel.py``) from two processes, one branch each. The negative prompt is the unconditional branch.
+Guidance can be limited to an interval of noise levels (guiding only mid-trajectory improves quality and skips
+unconditional passes), and rescaled towards the conditional prediction's standard deviation to avoid
+over-saturation at high w.
 """
 from __future__ import annotations
 
