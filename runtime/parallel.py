@@ -45,10 +45,15 @@ class ParallelError(RuntimeError):
     """A world size or shape that the chosen split cannot use."""
 
 
-def split_world(world_size: int, split: str = "auto") -> tuple[int, int]:
-    """(cfg ranks, sequence ranks) of a world of ``world_size`` processes; their product is the world size."""
+def check_split(split: str) -> str:
     if split not in SPLITS:
         raise ParallelError(f"unknown parallel split {split!r}; choose one of {list(SPLITS)}")
+    return split
+
+
+def split_world(world_size: int, split: str = "auto") -> tuple[int, int]:
+    """(cfg ranks, sequence ranks) of a world of ``world_size`` processes; their product is the world size."""
+    check_split(split)
     if world_size < 1:
         raise ParallelError(f"world size must be at least 1, got {world_size}")
     if split == "cfg":
@@ -127,9 +132,7 @@ def init_parallel(split: Optional[str] = None) -> Optional[ParallelContext]:
     ``UNIDIT_PARALLEL``, else auto). Returns None, changing nothing, when WORLD_SIZE is unset or 1."""
     global _context
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    split = split or os.environ.get(SPLIT_ENVIRONMENT) or "auto"
-    if split not in SPLITS:
-        raise ParallelError(f"unknown parallel split {split!r}; choose one of {list(SPLITS)}")
+    split = check_split(split or os.environ.get(SPLIT_ENVIRONMENT) or "auto")
     if world_size == 1:
         return None
     cfg, sequence = split_world(world_size, split)
@@ -142,6 +145,9 @@ def init_parallel(split: Optional[str] = None) -> Optional[ParallelContext]:
     rank = int(os.environ["RANK"])
     local_rank = int(os.environ.get("LOCAL_RANK", rank))
     if torch.cuda.is_available():
+        if local_rank >= torch.cuda.device_count():
+            raise ParallelError(f"process {local_rank} of this machine has no GPU of its own: it has "
+                                f"{torch.cuda.device_count()}; start at most that many (--nproc-per-node)")
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
         dist.init_process_group("nccl", device_id=device)
