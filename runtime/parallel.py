@@ -26,6 +26,7 @@ run exactly as in one process.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -169,6 +170,18 @@ def init_parallel(split: Optional[str] = None) -> Optional[ParallelContext]:
 
 def _new_group(ranks: list[int]) -> Optional[dist.ProcessGroup]:
     return dist.new_group(ranks) if len(ranks) > 1 else None
+
+
+@contextlib.contextmanager
+def alone():
+    """Inside the block this process computes as if it ran alone (for ``unidit bench parallel``, which times one
+    process against the group in the same processes); the other ranks must not make collective calls meanwhile."""
+    global _context
+    saved, _context = _context, None
+    try:
+        yield
+    finally:
+        _context = saved
 
 
 def shutdown() -> None:

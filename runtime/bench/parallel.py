@@ -2,9 +2,12 @@
 UniDiT, fp32, CPU) in one process and in two gloo processes, with sequence parallelism and with CFG parallelism.
 
 For each split: ``max_abs_diff`` against the one-process output (it must stay at fp32 rounding, <= 1e-5), the
-median seconds, and ``overhead`` = 2 x two-process seconds / one-process seconds - 1 (0 would be perfect
-scaling; every process runs one thread, and so does the one-process run). The two-process runs are started here
-with torchrun's environment on a free local port (:func:`run_on_local_ranks`).
+median milliseconds, and ``overhead`` = 2 x two-process time / one-process time - 1 (0 would be perfect scaling),
+the median over rounds that alternate: rank 0 alone (``parallel.alone``, rank 1 waiting), then both ranks, so
+that a busy machine slows both alike. ``cpu_overhead`` = CPU seconds of both processes / CPU seconds of one - 1:
+the extra work (copies, the exchanges), which other jobs on the machine do not change. Every process runs one
+thread. The two processes are started here with
+torchrun's environment on a free local port (:func:`run_on_local_ranks`).
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+import torch.distributed as dist
 
 from .. import parallel
 from ..families import DenoiserConditioning
@@ -30,7 +34,7 @@ from .timing import median, time_call
 CONFIG = dict(latent_channels=16, hidden_size=384, depth=4, num_heads=6, mlp_hidden=1024, text_dim=256)
 LATENT = (1, 16, 4, 32, 32)     # [B, C, F, h, w]: 4 frames of 16 x 16 tokens (patch 2) = 1024 tokens
 TEXT_TOKENS = 24
-REPEATS = 5
+REPEATS = 7
 
 
 def free_port() -> int:
@@ -92,53 +96,66 @@ def _case():
     return evaluate
 
 
-def _median_seconds(evaluate: Callable[[], torch.Tensor], repeats: int) -> float:
-    evaluate()  # warm-up
-    return median([time_call(evaluate) for _ in range(repeats)])
+def _seconds(evaluate: Callable[[], torch.Tensor]) -> tuple[float, float]:
+    """(wall-clock, CPU) seconds of one evaluation in this process."""
+    cpu = time.process_time()
+    wall = time_call(evaluate)
+    return wall, time.process_time() - cpu
 
 
 def _two_processes(split: str, repeats: int, result: str) -> None:
+    """In each of the two processes: alternate rounds of rank 0 alone (rank 1 waits) and both ranks together."""
     context = parallel.init_parallel(split)
     try:
         evaluate = _case()
-        output = evaluate()
-        seconds = _median_seconds(evaluate, repeats)
+
+        def alone(measure):
+            with parallel.alone():
+                return measure()
+
+        together, one_output = evaluate(), alone(evaluate) if context.is_leader else None   # and warm-ups
+        one_process, two_processes = [], []
+        for _ in range(repeats):
+            dist.barrier(group=context.control.group)
+            if context.is_leader:
+                one_process.append(alone(lambda: _seconds(evaluate)))
+            dist.barrier(group=context.control.group)
+            two_processes.append(_seconds(evaluate))
+        every_rank = [None, None]
+        dist.all_gather_object(every_rank, two_processes, group=context.control.group)
         if context.is_leader:
-            torch.save({"output": output, "seconds": seconds}, result)
+            torch.save({"max_abs_diff": float((together - one_output).abs().max()), "one_process": one_process,
+                        "two_processes": every_rank}, result)
     finally:
         parallel.shutdown()
 
 
 def run(progress: bool = True, repeats: int = REPEATS) -> dict:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        evaluate = _case()
-        reference = evaluate()
-        one_process = _median_seconds(evaluate, repeats)
-    finally:
-        torch.set_num_threads(threads)
-    if progress:
-        print(f"one process: {one_process * 1000:.0f} ms", flush=True)
     figures = {}
     with tempfile.TemporaryDirectory() as folder:
         for split in ("sequence", "cfg"):
             result = Path(folder) / f"{split}.pt"
             run_on_local_ranks(_two_processes, 2, (split, repeats, str(result)))
             measured = torch.load(result)
-            figures[split] = {"max_abs_diff": float((measured["output"] - reference).abs().max()),
-                              "ms": round(measured["seconds"] * 1000, 1),
-                              "overhead": round(2 * measured["seconds"] / one_process - 1, 3)}
+            rounds = list(zip(measured["one_process"], *measured["two_processes"]))   # (wall, cpu) x 3 per round
+            figures[split] = {
+                "max_abs_diff": measured["max_abs_diff"],
+                "overhead": round(median([2 * rank0[0] / one[0] - 1 for one, rank0, _ in rounds]), 3),
+                "cpu_overhead": round(median([(rank0[1] + rank1[1]) / one[1] - 1 for one, rank0, rank1 in rounds]), 3),
+                "one_process_ms": round(median([one[0] for one, _, _ in rounds]) * 1000, 1),
+                "ms": round(median([rank0[0] for _, rank0, _ in rounds]) * 1000, 1)}
             if progress:
-                print(f"two processes, {split}: {figures[split]}", flush=True)
-    tokens = (LATENT[2] * (LATENT[3] // 2) * (LATENT[4] // 2))
+                print(f"{split}: {figures[split]}", flush=True)
+    tokens = LATENT[2] * (LATENT[3] // 2) * (LATENT[4] // 2)
     return {"sequence_max_abs_diff": figures["sequence"]["max_abs_diff"],
             "sequence_overhead": figures["sequence"]["overhead"],
             "cfg_max_abs_diff": figures["cfg"]["max_abs_diff"],
             "cfg_overhead": figures["cfg"]["overhead"],
-            "one_process_ms": round(one_process * 1000, 1),
+            "sequence_cpu_overhead": figures["sequence"]["cpu_overhead"],
+            "cfg_cpu_overhead": figures["cfg"]["cpu_overhead"],
+            "one_process_ms": figures["sequence"]["one_process_ms"],
             "sequence_ms": figures["sequence"]["ms"],
             "cfg_ms": figures["cfg"]["ms"],
             "config": {**CONFIG, "latent": list(LATENT), "tokens": tokens, "text_tokens": TEXT_TOKENS,
                        "batch": "conditional + unconditional", "dtype": "float32", "threads_per_process": 1,
-                       "backend": "gloo", "repeats": repeats}}
+                       "backend": "gloo", "rounds": repeats}}
