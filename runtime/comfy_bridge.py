@@ -188,13 +188,17 @@ def standalone_model_folders(roots: list[Path], kind: str) -> list[Path]:
 # ---- devices and memory -----------------------------------------------------------------------------------------
 
 def default_device():
-    """ComfyUI's compute device inside ComfyUI; standalone the host's ``--device`` choice, else CUDA, else Apple's
-    MPS, else the CPU."""
+    """ComfyUI's compute device inside ComfyUI; else this rank's device under torchrun (runtime/parallel.py); else
+    the host's ``--device`` choice; else CUDA, else Apple's MPS, else the CPU."""
     import torch
+
+    from . import parallel
 
     management = _comfy("comfy.model_management")
     if management is not None:
         return management.get_torch_device()
+    if parallel.context() is not None:
+        return parallel.context().device
     if host().compute.device not in (None, "auto"):
         return torch.device(host().compute.device)
     if torch.cuda.is_available():

@@ -3,8 +3,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
 from pathlib import Path
+
+PARALLEL_COMMANDS = ("run", "serve")   # the commands that run under torchrun
 
 
 def _add_bench(subparsers) -> None:
@@ -119,24 +123,68 @@ def _add_run(subparsers) -> None:
                      help="change an input before running, e.g. --set 7.seed=42 --set 'UniDiTTextEncode.text=a "
                           "blue ball' (NODE: node id, title, or a class that occurs once)")
     _add_compute_options(run)
+    _add_parallel_option(run)
     run.set_defaults(handler=_run_run)
 
 
+def _add_parallel_option(parser) -> None:
+    from ..parallel import SPLITS, SPLIT_ENVIRONMENT
+
+    parser.add_argument("--parallel", choices=SPLITS, default=None,
+                        help="under torchrun: how the processes share each generation. cfg: the conditional and "
+                             "unconditional branches of guidance on 2 processes; sequence: every frame's tokens "
+                             "split across all of them (Ulysses); auto: CFG 2 x sequence N/2 on an even number of "
+                             f"processes, else sequence (default: ${SPLIT_ENVIRONMENT}, else auto)")
+
+
+def _join_parallel(args):
+    """(the parallel context or None, an exit status or None): joins torchrun's process group, if any."""
+    from ..parallel import ParallelError, init_parallel
+
+    try:
+        return init_parallel(args.parallel), None
+    except ParallelError as problem:
+        if os.environ.get("RANK", "0") == "0":  # every rank fails alike: one says why
+            print(f"error: {problem}", file=sys.stderr)
+        return None, 2
+
+
 def _run_run(args) -> int:
+    from .. import parallel
+
+    context, status = _join_parallel(args)
+    if status is not None:
+        return status
+    try:
+        if context is None or context.is_leader:
+            return _run_workflow(args, args.out, Path("temp"), leader=True)
+        with tempfile.TemporaryDirectory(prefix=f"unidit-rank{context.rank}-") as scratch:
+            return _run_workflow(args, Path(scratch), Path(scratch), leader=False)
+    finally:
+        parallel.shutdown()
+
+
+def _run_workflow(args, out: Path, temp: Path, leader: bool) -> int:
+    """Run the workflow; the leader (rank 0, or the only process) shows progress and lists the files it wrote,
+    the other ranks of a torchrun write to a scratch folder and report only their own errors."""
+    from .. import parallel
     from .run import run_workflow
     from .terminal import finish
     from .workflow import WorkflowError
 
     try:
-        result = run_workflow(args.workflow, args.out, args.overrides, args.input, args.models,
-                              compute=_compute_options(args))
+        result = run_workflow(args.workflow, out, args.overrides, args.input, args.models, progress=leader,
+                              temp_dir=temp, compute=_compute_options(args))
     except WorkflowError as problem:
-        print(f"error: {problem}", file=sys.stderr)
+        if leader:
+            print(f"error: {problem}", file=sys.stderr)
         return 2
+    if not leader:
+        return finish(result.status, result.error, prefix=f"rank {parallel.context().rank}: ")
     for node_id, ui in result.outputs.items():
         for key in ("images", "unidit_3d"):
             for entry in ui.get(key, []):
-                folder = args.out if entry.get("type", "output") == "output" else Path("temp")
+                folder = out if entry.get("type", "output") == "output" else temp
                 print(folder / entry.get("subfolder", "") / entry["filename"])
     return finish(result.status, result.error)
 
@@ -165,10 +213,12 @@ def _add_serve(subparsers) -> None:
     serve.add_argument("--max-upload-size", type=float, default=100.0, metavar="MB",
                        help="largest request body in MB (default: %(default)s)")
     _add_compute_options(serve)
+    _add_parallel_option(serve)
     serve.set_defaults(handler=_run_serve)
 
 
 def _run_serve(args) -> int:
+    from .. import parallel
     from .frontend import FrontendMissing
     from .server import ServerConfig, run_server
 
@@ -176,7 +226,15 @@ def _run_serve(args) -> int:
                           input_directory=args.input_directory, temp_directory=args.temp_directory,
                           user_directory=args.user_directory, models_directories=args.models,
                           max_upload_size_mb=args.max_upload_size, compute=_compute_options(args))
+    context, status = _join_parallel(args)
+    if status is not None:
+        return status
     try:
+        if context is not None and not context.is_leader:
+            from .lockstep import follow_leader
+
+            follow_leader(config.input_directory, config.models_directories, config.compute)
+            return 0
         run_server(config)
     except FrontendMissing as problem:
         print(f"error: {problem}", file=sys.stderr)
@@ -184,6 +242,8 @@ def _run_serve(args) -> int:
     except OSError as problem:  # e.g. the port is taken
         print(f"error: cannot serve on {args.listen}:{args.port}: {problem.strerror or problem}", file=sys.stderr)
         return 2
+    finally:
+        parallel.shutdown()
     return 0
 
 
@@ -306,6 +366,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and args.command not in PARALLEL_COMMANDS:
+        print(f"error: `unidit {args.command}` runs in one process; under torchrun only "
+              f"{' and '.join(PARALLEL_COMMANDS)} split their work across processes", file=sys.stderr)
+        return 2
     return args.handler(args)
 
 

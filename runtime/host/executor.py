@@ -12,6 +12,10 @@
   executed, then execution_success, execution_error or execution_interrupted. Progress and interrupt reach the
   nodes through ``comfy_bridge`` (the same calls they make inside ComfyUI).
 
+- Under torchrun (``runtime/parallel.py``) every rank executes the same prompts in lockstep, so the collectives
+  inside the nodes match. The ranks agree on every interrupt check and on every node's failure
+  (``parallel.any_rank``): all of them stop at the same node, or none does.
+
 The executor knows nothing about any particular node: it sees classes with ComfyUI's V1 attributes.
 """
 from __future__ import annotations
@@ -25,7 +29,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from .. import comfy_bridge
+from .. import comfy_bridge, parallel
 from ..sampling.sampler import SamplingInterrupted
 
 Emit = Callable[[str, dict], None]
@@ -279,6 +283,10 @@ class _CacheEntry:
     ui: Optional[dict]
 
 
+class FailedOnAnotherRank(RuntimeError):
+    """This node ran here but failed on another rank of a parallel run (that rank's log says why)."""
+
+
 class ExecutionFailed(Exception):
     def __init__(self, node_id: str, exception: BaseException):
         super().__init__(str(exception))
@@ -302,6 +310,10 @@ class Executor:
 
     def interrupt(self) -> None:
         self.interrupt_flag = True
+
+    def interrupted(self) -> bool:
+        """Whether to stop; under torchrun, whether any rank was asked to (every rank asks at the same points)."""
+        return parallel.any_rank(self.interrupt_flag)
 
     def execute(self, prompt: dict, prompt_id: str, outputs: list, extra_data: Optional[dict] = None,
                 emit: Optional[Emit] = None) -> ExecutionResult:
@@ -333,8 +345,7 @@ class Executor:
             if preview is not None and emit is not None:
                 emit("preview", {"node": node_id, "image": preview, "prompt_id": prompt_id})
 
-        services = replace(self.services, progress=progress,
-                           interrupt_requested=lambda: self.interrupt_flag)
+        services = replace(self.services, progress=progress, interrupt_requested=self.interrupted)
         token = comfy_bridge.use_host(services)
         executed: list = []
         try:
@@ -346,16 +357,21 @@ class Executor:
                         send("executed", {"node": node_id, "display_node": node_id, "output": entry.ui},
                              keep=False)
                     continue
-                if self.interrupt_flag:
+                if self.interrupted():
                     raise comfy_bridge.Interrupted("interrupted")
                 send("executing", {"node": node_id, "display_node": node_id}, keep=False)
                 node_token = comfy_bridge.current_node.set(node_id)
+                failure = None
                 try:
                     values, ui = self._run_node(node_id, prompt, extra_data, prompt_id)
                 except (Exception, *comfy_bridge.interruption_types()) as exception:
-                    raise ExecutionFailed(node_id, exception) from exception
+                    failure = exception
                 finally:
                     comfy_bridge.current_node.reset(node_token)
+                if parallel.any_rank(failure is not None) and failure is None:
+                    failure = FailedOnAnotherRank(f"node {node_id} failed on another rank of this parallel run")
+                if failure is not None:
+                    raise ExecutionFailed(node_id, failure) from failure
                 self._cache[node_id] = _CacheEntry(signatures[node_id], values, ui)
                 executed.append(node_id)
                 if ui is not None:

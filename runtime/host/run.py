@@ -1,11 +1,12 @@
 """`unidit run`: execute a workflow file (UI or API format) with no server, showing progress bars."""
 from __future__ import annotations
 
-import shutil
+import contextlib
 from pathlib import Path
 from typing import Optional
 
 from .. import comfy_bridge
+from ..files import write_atomic
 from .executor import ExecutionResult, Executor, validate_prompt
 from .terminal import ProgressDisplay, rejection_text
 from .workflow import WorkflowError, apply_overrides, is_ui_workflow, load_workflow, to_api_prompt
@@ -30,12 +31,14 @@ def standalone_display_names() -> dict:
 
 
 def prepare_input_directory(folder: Path) -> None:
-    """Create the input folder and put the example workflows' input images in it (never over a user's file)."""
+    """Create the input folder and put the example workflows' input images in it (never over a user's file).
+    Copies appear whole (processes started together, e.g. the ranks of torchrun, may do this at once)."""
     folder.mkdir(parents=True, exist_ok=True)
     if EXAMPLE_INPUTS.is_dir():
         for example in EXAMPLE_INPUTS.iterdir():
             if example.is_file() and not (folder / example.name).exists():
-                shutil.copyfile(example, folder / example.name)
+                with contextlib.suppress(FileExistsError):  # another process copied it first
+                    write_atomic(folder / example.name, example.read_bytes())
 
 
 class ValidationFailed(WorkflowError):
@@ -46,7 +49,8 @@ class ValidationFailed(WorkflowError):
 
 def run_workflow(path: Path, output_dir: Path, overrides: Optional[list] = None, input_dir: Optional[Path] = None,
                  models: Optional[list] = None, executor: Optional[Executor] = None,
-                 progress: bool = True, compute: Optional[comfy_bridge.ComputeOptions] = None) -> ExecutionResult:
+                 progress: bool = True, temp_dir: Optional[Path] = None,
+                 compute: Optional[comfy_bridge.ComputeOptions] = None) -> ExecutionResult:
     """Validate and run a workflow file; raises :class:`WorkflowError` (or ``ValidationFailed``) for a workflow
     that cannot run. Pass the same ``executor`` to several calls to reuse cached outputs between them."""
     nodes = executor.nodes if executor is not None else standalone_nodes()
@@ -55,6 +59,7 @@ def run_workflow(path: Path, output_dir: Path, overrides: Optional[list] = None,
         prepare_input_directory(input_dir)
         executor = Executor(nodes, comfy_bridge.HostServices(output_directory=Path(output_dir),
                                                              input_directory=input_dir,
+                                                             temp_directory=Path(temp_dir or "temp"),
                                                              models_directories=list(models or []),
                                                              compute=compute or comfy_bridge.ComputeOptions()))
     workflow = load_workflow(path)

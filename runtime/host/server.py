@@ -3,7 +3,8 @@
 It serves the official ComfyUI editor (:mod:`.frontend`) with UniDiT's nodes and example workflows, and the part
 of ComfyUI's API that the editor and headless clients use (:mod:`.api_routes`, :mod:`.file_routes`,
 :mod:`.user_routes`, ``/ws`` in :mod:`.websocket`), so one client works against this host and against ComfyUI.
-Prompts run one at a time in a worker thread (:mod:`.worker`) with one executor for the server's life.
+Prompts run one at a time in a worker thread (:mod:`.worker`) with one executor for the server's life. Under
+torchrun, rank 0 serves and every other rank executes each prompt with it (:mod:`.lockstep`).
 
 Every API route is served with and without the ``/api`` prefix, every error is JSON (:mod:`.middleware`), no
 absolute server path is sent to a client, and the server listens on the loopback interface unless told
@@ -24,13 +25,14 @@ from typing import Iterator, Optional
 
 from aiohttp import web
 
-from .. import comfy_bridge
+from .. import comfy_bridge, parallel
 from ..bundle import SHIPPED_BUNDLE
 from .api_routes import HostApi
 from .core_nodes import CORE_NODES
 from .executor import Executor
 from .file_routes import FileRoutes
 from .frontend import add_frontend_routes, frontend_root
+from .lockstep import LeaderExecutor
 from .middleware import (JSON_LIMIT_KEY, REDACTOR_KEY, cache_headers, default_redactor, json_errors,
                          same_origin_on_loopback)
 from .prompt_queue import PromptQueue
@@ -99,8 +101,13 @@ class HostServer:
         features = {"supports_preview_metadata": True, "max_upload_size": int(config.max_upload_size_mb * MEGABYTE)}
         self.hub = ClientHub(features, self.redact)
         self.queue = PromptQueue(config.max_queue, config.max_history, self._broadcast_status)
-        self.worker = PromptWorker(self.queue, Executor(self.nodes, self.services), self.hub.send_threadsafe,
-                                   self._unload_models)
+        if parallel.context() is None:
+            self.worker = PromptWorker(self.queue, Executor(self.nodes, self.services), self.hub.send_threadsafe,
+                                       self._unload_models)
+        else:  # under torchrun: the other ranks execute every prompt with this one (lockstep.py)
+            leader = LeaderExecutor(self.nodes, self.services)
+            self.worker = PromptWorker(self.queue, leader, self.hub.send_threadsafe, leader.unload_models,
+                                       on_exit=leader.stop_followers)
         python_modules = {name: "nodes" for name in CORE_NODES}
         self.api = HostApi(self.nodes, self.display_names, python_modules, self.services, self.queue, self.worker,
                            features, self.model_folders, _package_version())

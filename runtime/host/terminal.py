@@ -58,14 +58,15 @@ def rejection_text(error, node_errors) -> str:
     return "\n".join(lines)
 
 
-def finish(status: str, error: Optional[dict]) -> int:
+def finish(status: str, error: Optional[dict], prefix: str = "") -> int:
     """Report how a prompt ended (``status``: success, error or interrupted; ``error``: the data of ComfyUI's
-    ``execution_error``) on stderr; returns the exit status: 0, 1 for an error, 130 when interrupted."""
+    ``execution_error``) on stderr, each line after ``prefix``; returns the exit status: 0, 1 for an error, 130
+    when interrupted."""
     if status == "error":
-        print(f"error in node {error.get('node_id')} ({error.get('node_type')}): {error.get('exception_type')}: "
-              f"{error.get('exception_message')}", file=sys.stderr)
+        print(f"{prefix}error in node {error.get('node_id')} ({error.get('node_type')}): "
+              f"{error.get('exception_type')}: {error.get('exception_message')}", file=sys.stderr)
         return 1
     if status == "interrupted":
-        print("interrupted", file=sys.stderr)
+        print(f"{prefix}interrupted", file=sys.stderr)
         return 130
     return 0

@@ -123,8 +123,11 @@ class PromptMessages:
 class PromptWorker:
     """Takes prompts from the queue and runs them, one at a time, in its own thread."""
 
-    def __init__(self, queue: PromptQueue, executor: Executor, send: Send, unload_models: Callable[[], Any]):
+    def __init__(self, queue: PromptQueue, executor: Executor, send: Send, unload_models: Callable[[], Any],
+                 on_exit: Callable[[], Any] = lambda: None):
+        """``on_exit`` runs in the worker's thread after its last prompt (under torchrun: stop the followers)."""
         self.queue, self.executor, self._send, self._unload_models = queue, executor, send, unload_models
+        self._on_exit = on_exit
         self._thread = threading.Thread(target=self._loop, name="unidit-prompt-worker", daemon=True)
         self._stopping = threading.Event()
         self._lock = threading.Lock()
@@ -178,6 +181,7 @@ class PromptWorker:
                 self._apply_flags()
             except Exception:  # never let the one worker die: log, and take the next prompt
                 log.exception("the prompt worker hit an internal error")
+        self._on_exit()
 
     def _run(self, item: QueueItem) -> None:
         messages = PromptMessages(item, self._send, lambda: self._started(item))

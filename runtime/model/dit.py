@@ -15,6 +15,10 @@ every frame has its own noise level sigma [B, F]; a frame at sigma = 0 is given 
 
 The zero-initialised output head makes a fresh model predict exactly zero; zero-initialised adaLN gates make
 every block start as the identity (adaLN-Zero, as in DiT).
+
+With sequence parallelism (``runtime/parallel.py``) each rank takes its slice of every frame's tokens after the
+patch embedding, self-attention exchanges heads for tokens across the ranks, and the output head's tokens are
+gathered again; in one process those steps are the identity.
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
+from ..parallel import SequenceShard, sequence_shard
 from ..text.conditioning import TextConditioning
 from .attention import attention, check_backend_name
 from .config import MODALITIES, DiTConfig
@@ -82,11 +87,11 @@ class SelfAttention(nn.Module):
         self.k_norm = RMSNorm(config.head_dim, config.norm_eps)
         self.out = nn.Linear(config.hidden_size, config.hidden_size)
 
-    def forward(self, x, rotations, backend):
+    def forward(self, x, rotations, shard: SequenceShard, backend):
         q, k, v = rearrange(self.qkv(x), "b n (three heads d) -> three b heads n d", three=3, heads=self.num_heads)
         q = apply_rope(self.q_norm(q), rotations)
         k = apply_rope(self.k_norm(k), rotations)
-        out = attention(q, k, v, None, backend)
+        out = shard.attention(q, k, v, backend)   # over every rank's tokens
         return self.out(rearrange(out, "b heads n d -> b n (heads d)"))
 
 
@@ -138,8 +143,8 @@ class DiTBlock(nn.Module):
         # Per-block table added to the shared adaLN output: rows shift/scale/gate (attention), shift/scale/gate (MLP).
         self.modulation = nn.Parameter(torch.zeros(6, dim))
 
-    def forward(self, x, frame_modulation, frames, rotations, context, context_mask, backend):
-        """x [B, N, C]; frame_modulation [B, frames, 6, C]; N = frames * tokens per frame."""
+    def forward(self, x, frame_modulation, frames, rotations, context, context_mask, shard, backend):
+        """x [B, N, C]; frame_modulation [B, frames, 6, C]; N = frames * tokens per frame (of this rank's shard)."""
         b, n, c = x.shape
         mod = (frame_modulation + self.modulation).unsqueeze(3)  # [B, F, 6, 1, C]
         shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = mod.unbind(2)
@@ -148,7 +153,7 @@ class DiTBlock(nn.Module):
             return t.view(b, frames, n // frames, c)
 
         h = modulate(per_frame(self.attn_norm_in(x)), shift_a, scale_a).view(b, n, c)
-        h = self.attn_norm_out(self.attn(h, rotations, backend))
+        h = self.attn_norm_out(self.attn(h, rotations, shard, backend))
         x = x + (per_frame(h) * gate_a).view(b, n, c)
 
         x = x + torch.tanh(self.text_gate) * self.text_attn(self.text_norm(x), context, context_mask, backend)
@@ -241,17 +246,21 @@ class UniDiT(nn.Module):
         cond = t_emb + shared[:, None, :]                                                   # [B, frames, C]
         frame_modulation = rearrange(self.adaln(cond), "b f (six c) -> b f six c", six=6)  # [B, frames, 6, C]
 
+        # Sequence parallelism: this rank keeps its slice of every frame's tokens, and of their RoPE rotations.
+        shard = sequence_shard(grid[0], grid[1] * grid[2], config.num_heads)
+        tokens = shard.take(tokens)                                                         # [B, F * S/W, C]
+        rotations = shard.take(self._rope(grid, x.device))
+
         # The blocks, then the output head.
-        rotations = self._rope(grid, x.device)
         context = self.text_in(self.text_in_norm(text.tokens.to(dtype)))
         context_mask = text.mask.to(x.device)
         for block in self.blocks:
-            tokens = block(tokens, frame_modulation, grid[0], rotations, context, context_mask,
+            tokens = block(tokens, frame_modulation, grid[0], rotations, context, context_mask, shard,
                            self.attention_backend)
 
         shift, scale = rearrange(self.final_adaln(cond), "b f (two c) -> two b f 1 c", two=2)
         tokens = modulate(rearrange(self.final_norm(tokens), "b (f s) c -> b f s c", f=grid[0]), shift, scale)
-        out = self.final_head(rearrange(tokens, "b f s c -> b (f s) c"))
+        out = shard.gather(self.final_head(rearrange(tokens, "b f s c -> b (f s) c")))      # every rank's tokens
         return unpatchify(out, grid, patch)
 
     def _rope(self, grid, device):

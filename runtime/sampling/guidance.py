@@ -3,10 +3,11 @@
     v = v_uncond + w * (v_cond - v_uncond)
 
 w = 1 is the conditional prediction alone (no unconditional pass is made), w = 0 the unconditional one. The
-conditional and unconditional predictions come from one batched forward. The negative prompt is the
-unconditional branch. Guidance can be limited to an interval of noise levels (guiding only mid-trajectory
-improves quality and skips unconditional passes), and rescaled towards the conditional prediction's standard
-deviation to avoid over-saturation at high w.
+conditional and unconditional predictions come from one batched forward, or with CFG parallelism
+(``runtime/parallel.py``) from two processes, one branch each. The negative prompt is the unconditional branch.
+Guidance can be limited to an interval of noise levels (guiding only mid-trajectory improves quality and skips
+unconditional passes), and rescaled towards the conditional prediction's standard deviation to avoid
+over-saturation at high w.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Callable, Optional
 
 import torch
 
+from .. import parallel
 from ..text.conditioning import TextConditioning
 
 
@@ -61,8 +63,18 @@ def guided_velocity(model: ModelFn, cond: TextConditioning, uncond: Optional[Tex
     def velocity(x: torch.Tensor, sigma: float) -> torch.Tensor:
         if uncond is None or not config.active_at(sigma):
             return model(x, sigma, cond)
-        both = model(torch.cat([x, x]), sigma, TextConditioning.cat([cond, uncond]))
-        v_cond, v_uncond = both.chunk(2)
+        v_cond, v_uncond = conditional_and_unconditional(model, x, sigma, cond, uncond)
         return combine_guidance(v_cond, v_uncond, config)
 
     return velocity
+
+
+def conditional_and_unconditional(model: ModelFn, x: torch.Tensor, sigma: float, cond: TextConditioning,
+                                  uncond: TextConditioning) -> tuple[torch.Tensor, torch.Tensor]:
+    """(v_cond, v_uncond): one forward of the batch of 2B, or under CFG parallelism one branch on each rank of the
+    CFG pair (rank 0 the conditional, rank 1 the unconditional), exchanged with all_gather."""
+    pair = parallel.cfg_pair()
+    if pair is None:
+        return model(torch.cat([x, x]), sigma, TextConditioning.cat([cond, uncond])).chunk(2)
+    v_cond, v_uncond = pair.all_gather(model(x, sigma, (cond, uncond)[pair.rank]))
+    return v_cond, v_uncond

@@ -1,4 +1,5 @@
 import pytest
+import torch
 
 from unidit.runtime import comfy_bridge
 from unidit.runtime.host.executor import Executor, validate_prompt
@@ -169,3 +170,16 @@ def test_interrupt_stops_between_nodes_and_progress_reaches_the_host():
     assert [d["value"] for e, d in events if e == "progress"] == [1, 2]
     assert events[-1][0] == "execution_interrupted" and events[-1][1]["node_id"] == "3"
     assert run(executor, graph()).status == "success"  # the flag does not outlive the interrupted prompt
+
+
+def test_ranks_of_a_parallel_run_stop_at_the_node_that_failed_on_one_of_them(tmp_path):
+    """Rank 1 fails where rank 0 succeeds; rank 0 must not go on to a node that waits for rank 1."""
+    from parallel_testing import ranks_execute
+    from unidit.runtime.bench.parallel import run_on_local_ranks
+
+    run_on_local_ranks(ranks_execute, 2, (str(tmp_path),), timeout=60)
+    leader, follower = (torch.load(tmp_path / f"rank{rank}.pt") for rank in (0, 1))
+    assert leader["status"] == follower["status"] == "error"
+    assert leader["error"]["node_id"] == follower["error"]["node_id"] == "1"
+    assert leader["error"]["exception_type"] == "FailedOnAnotherRank"
+    assert follower["error"]["exception_message"] == "out of memory on rank 1"

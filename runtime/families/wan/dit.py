@@ -16,6 +16,9 @@ TI2V-5B was trained with a timestep per token, the first latent frame at t = 0 f
 level is per frame, which is the same thing for frames of tokens and keeps the modulation [B, F, 6, dim]
 instead of [B, N, 6, dim].
 
+With sequence parallelism (``runtime/parallel.py``) each rank keeps its slice of every frame's tokens between the
+patch embedding and the head, as UniDiT's backbone does.
+
 Layers come from an injectable ``ops`` namespace (``model/ops.py``): weights keep their stored dtype (bf16, fp16,
 fp8, ComfyUI's scaled fp8) and are cast per layer; modulation, norms and the residual adds are computed in float32
 as in the reference.
@@ -36,6 +39,7 @@ from ...model import ops as default_ops
 from ...model.attention import attention, check_backend_name
 from ...model.dit import timestep_features
 from ...model.rope import apply_rope, grid_positions, rope_rotations
+from ...parallel import SequenceShard, sequence_shard
 from ...weights import CheckpointError, Weights, fill_module, open_weights, place_module, read_json
 
 HEAD_DIM = 128  # every released Wan model; a single file does not record the head count, so it follows from this
@@ -89,10 +93,10 @@ class WanSelfAttention(nn.Module):
     def heads(self, t: torch.Tensor) -> torch.Tensor:
         return rearrange(t, "b n (heads d) -> b heads n d", heads=self.num_heads)
 
-    def forward(self, x, rotations, backend):
+    def forward(self, x, rotations, shard: SequenceShard, backend):
         q = apply_rope(self.heads(self.norm_q(self.q(x))), rotations)
         k = apply_rope(self.heads(self.norm_k(self.k(x))), rotations)
-        out = attention(q, k, self.heads(self.v(x)), None, backend)
+        out = shard.attention(q, k, self.heads(self.v(x)), backend)   # over every rank's tokens
         return self.o(rearrange(out, "b heads n d -> b n (heads d)"))
 
 
@@ -120,8 +124,8 @@ class WanBlock(nn.Module):
         # Rows: shift, scale, gate of self-attention; shift, scale, gate of the FFN; added to the time's e0.
         self.modulation = nn.Parameter(torch.zeros(1, 6, dim))
 
-    def forward(self, x, e0, frames, rotations, context, context_bias, backend):
-        """x [B, N, dim]; e0 [B, frames, 6, dim] (float32); N = frames x tokens per frame."""
+    def forward(self, x, e0, frames, rotations, context, context_bias, shard, backend):
+        """x [B, N, dim]; e0 [B, frames, 6, dim] (float32); N = frames x tokens per frame (of this rank's shard)."""
         shift_a, scale_a, gate_a, shift_f, scale_f, gate_f = rearrange(
             self.modulation.float() + e0, "b f six c -> six b f 1 c")
 
@@ -132,7 +136,7 @@ class WanBlock(nn.Module):
             return rearrange(t, "b f s c -> b (f s) c").to(x.dtype)
 
         # Self-attention on the modulated tokens, gated back into the residual stream.
-        y = self.self_attn(tokens(per_frame(self.norm1(x)) * (1 + scale_a) + shift_a), rotations, backend)
+        y = self.self_attn(tokens(per_frame(self.norm1(x)) * (1 + scale_a) + shift_a), rotations, shard, backend)
         x = tokens(per_frame(x) + per_frame(y) * gate_a)
         # Cross-attention to the text.
         x = x + self.cross_attn(self.norm3(x), context, context_bias, backend)
@@ -202,11 +206,15 @@ class WanDiT(nn.Module):
         # of them, log(count) added to its scores: the reference's attention, with up to 511 fewer keys.
         context, context_bias = self.embed_text(context.to(x.dtype))
 
-        # The blocks, then the head.
-        rotations = self._rope(grid, x.device)
+        # Sequence parallelism: this rank keeps its slice of every frame's tokens, and of their RoPE rotations.
+        shard = sequence_shard(grid[0], grid[1] * grid[2], config.num_heads)
+        tokens = shard.take(tokens)                                                       # [B, F * S/W, dim]
+        rotations = shard.take(self._rope(grid, x.device))
+
+        # The blocks, then the head, then every rank's tokens.
         for block in self.blocks:
-            tokens = block(tokens, e0, grid[0], rotations, context, context_bias, self.attention_backend)
-        out = self.head(tokens, e, grid[0])
+            tokens = block(tokens, e0, grid[0], rotations, context, context_bias, shard, self.attention_backend)
+        out = shard.gather(self.head(tokens, e, grid[0]))
         return rearrange(out, "b (f h w) (pf ph pw c) -> b c (f pf) (h ph) (w pw)", f=grid[0], h=grid[1], w=grid[2],
                          pf=pf, ph=ph, pw=pw)
 
