@@ -44,7 +44,7 @@ class WanDenoiser(nn.Module):
     def forward(self, x: torch.Tensor, sigma: torch.Tensor, conditioning: DenoiserConditioning) -> torch.Tensor:
         text = conditioning.text
         context = text.tokens * text.mask[..., None].to(text.tokens.dtype)   # padding rows are zeros, as Wan pads
-        return self.expert(sigma)(x, sigma, context)
+        return self.expert(sigma)(x, sigma, context, conditioning.step_cache)
 
     def set_attention_backend(self, name: str) -> None:
         for model in (self.high_noise, self.low_noise):
