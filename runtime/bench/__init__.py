@@ -13,11 +13,13 @@ BENCHMARKS = {
     "render": "Gaussian-splat renderer: 5,000 Gaussians at 128x128, fps and speedup over the dense reference "
               "(CPU fp32, 2 threads)",
     "mesh": "splat -> mesh -> GLB on a 20,000-Gaussian torus: seconds per stage (CPU fp32, 2 threads)",
+    "cache": "first-block step caching on the shipped bundle, text -> image and text -> video: sampler speedup, "
+             "PSNR against the uncached frames, calls skipped (CPU fp32, 2 threads); --threshold sets the cache's",
 }
 
 
 def run_benchmark(name: str, progress: bool = True, **options) -> dict:
-    """Run benchmark ``name``; ``options`` go to its ``run`` (e.g. ``family`` for forward)."""
+    """Run benchmark ``name``; ``options`` go to its ``run`` (``family`` for forward, ``threshold`` for cache)."""
     if name not in BENCHMARKS:
         raise ValueError(f"unknown benchmark {name!r}; choose one of {sorted(BENCHMARKS)}")
     module = importlib.import_module(f".{name}", __package__)

@@ -16,6 +16,8 @@ def _add_bench(subparsers) -> None:
     bench.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     bench.add_argument("--family", choices=["unidit", "wan"], default=None,
                        help="forward only: which backbone to compare with diffusers' Wan model (default: unidit)")
+    bench.add_argument("--threshold", type=float, default=None,
+                       help="cache only: the step cache's threshold (default: the suggested one, 0.05)")
     bench.set_defaults(handler=_run_bench)
 
 
@@ -28,6 +30,11 @@ def _run_bench(args) -> int:
             print("error: --family applies to `unidit bench forward` only", file=sys.stderr)
             return 2
         options["family"] = args.family
+    if args.threshold is not None:
+        if args.name != "cache":
+            print("error: --threshold applies to `unidit bench cache` only", file=sys.stderr)
+            return 2
+        options["threshold"] = args.threshold
     figures = run_benchmark(args.name, progress=not args.json, **options)
     if args.json:
         print(json.dumps(figures, indent=2))
