@@ -34,6 +34,10 @@ def _run_bench(args) -> int:
         if args.name != "cache":
             print("error: --threshold applies to `unidit bench cache` only", file=sys.stderr)
             return 2
+        if not 0 < args.threshold < float("inf"):
+            print(f"error: --threshold must be a finite number > 0 (0 turns the cache off: nothing to compare), got "
+                  f"{args.threshold}", file=sys.stderr)
+            return 2
         options["threshold"] = args.threshold
     figures = run_benchmark(args.name, progress=not args.json, **options)
     if args.json:
