@@ -74,9 +74,19 @@ class UniDiTSampler:
         }, "optional": {
             "guidance": (GUIDANCE, {"tooltip": "From UniDiT Guidance (default: the model's scale and negative "
                                                "prompt)."}),
+            "cache_threshold": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                                          "tooltip": "Step caching: on model calls where what the first block "
+                                                     "computes has changed by less than this (relative change, "
+                                                     "summed since the other blocks last ran), skip the other "
+                                                     "blocks and reuse what they added then. 0 = off "
+                                                     "(exact). Higher is faster but strays further from the "
+                                                     "uncached result. Suggested 0.05; range 0.02 to 0.1. On the "
+                                                     "demo model: 0.02 samples 1.6x faster at 60 dB PSNR against "
+                                                     "the uncached frames, 0.05 2.1x at 46 dB, 0.1 2.6x at 39 dB."}),
         }}
 
-    def sample(self, model, positive, latent, seed, steps, solver, shift, denoise, guidance=None):
+    def sample(self, model, positive, latent, seed, steps, solver, shift, denoise, guidance=None,
+               cache_threshold=0.0):
         latents = latent_from_comfy(latent)
         guidance = guidance or Guidance(GuidanceConfig(scale=STORE.model(model, parts=()).defaults.guidance))
         negative = guidance.negative
@@ -96,6 +106,6 @@ class UniDiTSampler:
             progress.update(step + 1, preview_image(loaded, denoised, previews))
 
         result = generate(loaded, latents, positive, negative, guidance.config,
-                          SamplerConfig(solver, steps, shift or None, denoise), seed, callback=on_step,
-                          cancel=comfy_bridge.should_stop)
+                          SamplerConfig(solver, steps, shift or None, denoise, cache_threshold), seed,
+                          callback=on_step, cancel=comfy_bridge.should_stop)
         return (latent_to_comfy(result),)

@@ -7,6 +7,7 @@ ComfyUI's IMAGE.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 from typing import Callable, Optional
 
@@ -21,6 +22,8 @@ from .sampling.guidance import GuidanceConfig, guided_velocity
 from .sampling.noise import seeded_noise
 from .sampling.sampler import SamplerConfig, StepCallback, sample
 from .text.conditioning import TextConditioning
+
+log = logging.getLogger("unidit")
 
 
 @dataclass
@@ -122,7 +125,8 @@ def generate(model: FamilyModel, latents: Latents, positive: TextConditioning,
     """Sample latents. Item i of the batch uses seed ``seed + i``; a prompt batch of 1 serves every item.
 
     With ``sampler.denoise`` < 1 the input ``latents.samples`` are the starting point (image-to-image). Given
-    frames enter the denoiser at noise level 0 and are held at their clean latents.
+    frames enter the denoiser at noise level 0 and are held at their clean latents. With
+    ``sampler.cache_threshold`` > 0 the run has its own first-block step cache (sampling/step_cache.py).
     """
     capabilities = model.capabilities
     capabilities.check_modality(latents.modality)
@@ -142,12 +146,15 @@ def generate(model: FamilyModel, latents: Latents, positive: TextConditioning,
         rays = latents.cameras.resized(w, h).plucker_rays()  # [V, 6, h, w]
         plucker = rays.permute(1, 0, 2, 3).unsqueeze(0).expand(b, -1, -1, -1, -1).to(device, dtype)
 
+    step_cache = sampler.step_cache()   # this run's alone: never kept on the shared model
+
     def velocity_of(x, sigma, text):
         """The denoiser on a batch of ``repeats`` x B items (conditional and unconditional branches)."""
         repeats = x.shape[0] // b
         sigmas = torch.where(given, 0.0, float(sigma)).repeat(repeats, 1)  # [B * repeats, F]
         rays = None if plucker is None else plucker.repeat(repeats, 1, 1, 1, 1)
-        return model.denoiser(x.to(dtype), sigmas, DenoiserConditioning(text, latents.modality, rays)).float()
+        conditioning = DenoiserConditioning(text, latents.modality, rays, step_cache)
+        return model.denoiser(x.to(dtype), sigmas, conditioning).float()
 
     shape = tuple(latents.samples.shape[1:])
     noise = seeded_noise([seed + i for i in range(b)], shape, device=device)
@@ -159,6 +166,9 @@ def generate(model: FamilyModel, latents: Latents, positive: TextConditioning,
     with torch.no_grad():
         result = sample(velocity, noise, sigmas, sampler.solver, init=init, given=given, clean=clean,
                         callback=callback, cancel=cancel)
+    if step_cache is not None:
+        log.info("UniDiT step cache: %d of %d denoiser calls reused the cached residual (threshold %g)",
+                 step_cache.skipped, step_cache.calls, step_cache.threshold)
     return replace(latents, samples=result.cpu())
 
 

@@ -241,6 +241,17 @@ class SequenceShard:
         return out.movedim(0, 1).flatten(1, 2)                                     # [B, H, n, D]
 
 
+def sum_over_sequence(values: torch.Tensor) -> torch.Tensor:
+    """``values`` summed over the ranks that share a forward's tokens (the identity without sequence parallelism):
+    what a decision taken from a shard of the tokens must agree on, e.g. the step cache's change."""
+    ranks = _context.sequence if _context is not None else LOCAL
+    if ranks.size == 1:
+        return values
+    total = values.to(ranks.device).contiguous()
+    dist.all_reduce(total, op=dist.ReduceOp.SUM, group=ranks.group)
+    return total.to(values.device)
+
+
 def sequence_shard(frames: int, tokens_per_frame: int, heads: int) -> SequenceShard:
     """How this rank splits a forward of ``frames`` x ``tokens_per_frame`` tokens and ``heads`` attention heads;
     the identity without sequence parallelism. Raises :class:`ParallelError` when the shape does not divide."""

@@ -17,11 +17,13 @@ BENCHMARKS = {
     "mesh": "splat -> mesh -> GLB on a 20,000-Gaussian torus: seconds per stage (CPU fp32, 2 threads)",
     "parallel": "one guided denoiser evaluation in one process and in two gloo processes (sequence parallel, CFG "
                 "parallel): max_abs_diff and overhead (CPU fp32, 1 thread per process)",
+    "cache": "first-block step caching on the shipped bundle, text -> image and text -> video: sampler speedup, "
+             "PSNR against the uncached frames, calls skipped (CPU fp32, 2 threads); --threshold sets the cache's",
 }
 
 
 def run_benchmark(name: str, progress: bool = True, **options) -> dict:
-    """Run benchmark ``name``; ``options`` go to its ``run`` (e.g. ``family`` for forward)."""
+    """Run benchmark ``name``; ``options`` go to its ``run`` (``family`` for forward, ``threshold`` for cache)."""
     if name not in BENCHMARKS:
         raise ValueError(f"unknown benchmark {name!r}; choose one of {sorted(BENCHMARKS)}")
     module = importlib.import_module(f".{name}", __package__)

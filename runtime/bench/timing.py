@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 import statistics
+import sys
 import time
+from contextlib import contextmanager
 from typing import Callable
+
+import torch
 
 
 def time_call(fn: Callable[[], object]) -> float:
@@ -37,3 +41,22 @@ def median_ratio(numerator: list[float], denominator: list[float]) -> float:
 
 def median(values: list[float]) -> float:
     return statistics.median(values)
+
+
+@contextmanager
+def torch_threads(count: int):
+    """torch's intra-op thread count set to ``count`` inside the block, restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def progress_printer(progress: bool) -> Callable[[str], None]:
+    """A function that prints a progress line to stderr, or does nothing when ``progress`` is False."""
+    def say(message: str) -> None:
+        if progress:
+            print(message, file=sys.stderr, flush=True)
+    return say

@@ -4,7 +4,9 @@ A loaded model (:class:`FamilyModel`) answers four roles, whatever its family:
 
     denoiser(x, sigma, conditioning) -> v        x [B, C, F, h, w] noisy latents; sigma [B, F] the noise level of
                                                  every frame (a frame at sigma = 0 is given: clean conditioning);
-                                                 v = noise - x0, the flow convention of sampling/flow.py
+                                                 v = noise - x0, the flow convention of sampling/flow.py;
+                                                 its backbone runs its blocks through sampling/step_cache.py's
+                                                 run_blocks with ``conditioning.step_cache`` (None: every block)
     text_encoder.encode(prompts) -> TextConditioning,  text_encoder.unknown_words(prompt) -> [words]
     autoencoder.encode(pixels [B, 3, T, H, W] in -1..1) -> latents [B, C, F, h, w] (normalised);  .decode(latents)
                                                  (with ``tile_size=`` in pixels when ``spatial_tiles``)
@@ -28,6 +30,7 @@ import torch
 import torch.nn as nn
 
 from ..model.config import modality_index
+from ..sampling.step_cache import StepCache
 from ..text.conditioning import TextConditioning
 from ..weights import CheckpointError, Weights
 
@@ -129,6 +132,7 @@ class DenoiserConditioning:
     text: TextConditioning
     modality: str                              # "image" | "video" | "3d"
     plucker: Optional[torch.Tensor] = None     # [B, 6, F, h, w] camera rays of 3D views, or None
+    step_cache: Optional[StepCache] = None     # the sampling run's first-block cache (sampling/step_cache.py)
 
 
 class FamilyModel:

@@ -27,7 +27,7 @@ class UniDiTDenoiser(nn.Module):
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor, conditioning: DenoiserConditioning) -> torch.Tensor:
         modality = torch.full((x.shape[0],), modality_index(conditioning.modality), device=x.device)
-        return self.dit(x, sigma, conditioning.text, modality, conditioning.plucker)
+        return self.dit(x, sigma, conditioning.text, modality, conditioning.plucker, conditioning.step_cache)
 
     def set_attention_backend(self, name: str) -> None:
         self.dit.set_attention_backend(name)

@@ -23,6 +23,8 @@ def _add_bench(subparsers) -> None:
     bench.add_argument("--blocks-resident", default=None, metavar="N,...",
                        help="forward --family wan only: block swap with these numbers of resident blocks "
                             "(all, half or a number), e.g. all,half,2")
+    bench.add_argument("--threshold", type=float, default=None,
+                       help="cache only: the step cache's threshold (default: the suggested one, 0.05)")
     bench.set_defaults(handler=_run_bench)
 
 
@@ -35,6 +37,15 @@ def _run_bench(args) -> int:
             print("error: --family and --blocks-resident apply to `unidit bench forward` only", file=sys.stderr)
             return 2
         options = {"family": args.family or "unidit", "blocks_resident": args.blocks_resident}
+    if args.threshold is not None:
+        if args.name != "cache":
+            print("error: --threshold applies to `unidit bench cache` only", file=sys.stderr)
+            return 2
+        if not 0 < args.threshold < float("inf"):
+            print(f"error: --threshold must be a finite number > 0 (0 turns the cache off: nothing to compare), got "
+                  f"{args.threshold}", file=sys.stderr)
+            return 2
+        options["threshold"] = args.threshold
     figures = run_benchmark(args.name, progress=not args.json, **options)
     if args.json:
         print(json.dumps(figures, indent=2))

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from ..parallel import SequenceShard, sequence_shard
+from ..sampling.step_cache import StepCache, run_blocks
 from ..text.conditioning import TextConditioning
 from .attention import attention, check_backend_name
 from .config import MODALITIES, DiTConfig
@@ -206,12 +207,13 @@ class UniDiT(nn.Module):
         self.attention_backend = check_backend_name(name)
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor, text: TextConditioning, modality: torch.Tensor,
-                plucker: Optional[torch.Tensor] = None) -> torch.Tensor:
+                plucker: Optional[torch.Tensor] = None, step_cache: Optional[StepCache] = None) -> torch.Tensor:
         """Predict the velocity ``v = noise - x0`` of the noisy latent ``x``.
 
         x: [B, C, F, H, W]; sigma: [B, F] noise level of every frame (0 = a given, clean conditioning frame; a
         [B] tensor gives every frame the same level); text: the prompt batch; modality: [B] ids from
-        ``MODALITIES``; plucker: [B, 6, F, H, W] camera rays of 3D views at latent resolution, or None.
+        ``MODALITIES``; plucker: [B, 6, F, H, W] camera rays of 3D views at latent resolution, or None;
+        step_cache: the sampling run's first-block cache (sampling/step_cache.py), or None to run every block.
         """
         b, c, f, h, w = x.shape
         config = self.config
@@ -251,12 +253,16 @@ class UniDiT(nn.Module):
         tokens = shard.take(tokens)                                                         # [B, F * S/W, C]
         rotations = shard.take(self._rope(grid, x.device))
 
-        # The blocks, then the output head.
+        # The blocks (with a step cache: the first always, the others only when what the first adds has changed
+        # enough since they last ran; else their last residual is reused), then the output head.
         context = self.text_in(self.text_in_norm(text.tokens.to(dtype)))
         context_mask = text.mask.to(x.device)
-        for block in self.blocks:
-            tokens = block(tokens, frame_modulation, grid[0], rotations, context, context_mask, shard,
-                           self.attention_backend)
+
+        def run_block(block, tokens):
+            return block(tokens, frame_modulation, grid[0], rotations, context, context_mask, shard,
+                         self.attention_backend)
+
+        tokens = run_blocks(self.blocks, tokens, run_block, step_cache)
 
         shift, scale = rearrange(self.final_adaln(cond), "b f (two c) -> two b f 1 c", two=2)
         tokens = modulate(rearrange(self.final_norm(tokens), "b (f s) c -> b f s c", f=grid[0]), shift, scale)

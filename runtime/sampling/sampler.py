@@ -6,6 +6,7 @@ bit for bit. That one mechanism covers image -> video, image -> 3D, video extens
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -13,6 +14,7 @@ import torch
 
 from .flow import add_noise, default_shift, sigma_schedule
 from .solvers import SOLVERS, make_solver
+from .step_cache import StepCache
 
 StepCallback = Callable[[int, int, torch.Tensor, torch.Tensor], None]
 
@@ -31,6 +33,7 @@ class SamplerConfig:
     steps: int = 20
     shift: Optional[float] = None   # None: the model family's shift, else one that grows with the token count
     denoise: float = 1.0            # < 1 starts from a partly noised input latent
+    cache_threshold: float = 0.0    # > 0: first-block step caching (step_cache.py); 0 runs every block every call
 
     def __post_init__(self):
         if self.solver not in SOLVERS:
@@ -39,6 +42,14 @@ class SamplerConfig:
             raise ValueError(f"steps must be at least 1, got {self.steps}")
         if self.shift is not None and self.shift <= 0:
             raise ValueError(f"shift must be positive, got {self.shift}")
+        if not (isinstance(self.cache_threshold, (int, float)) and math.isfinite(self.cache_threshold)
+                and self.cache_threshold >= 0):
+            raise ValueError(f"cache_threshold must be a finite number >= 0 (0 = no step caching), got "
+                             f"{self.cache_threshold!r}")
+
+    def step_cache(self) -> Optional[StepCache]:
+        """A new step cache for one sampling run, or None when caching is off."""
+        return StepCache(self.cache_threshold) if self.cache_threshold > 0 else None
 
     def sigmas(self, tokens_per_frame: int, frames: int = 1, family_shift: Optional[float] = None) -> torch.Tensor:
         """The noise levels of a run over ``frames`` latent frames of ``tokens_per_frame`` tokens each. Without a

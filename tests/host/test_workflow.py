@@ -54,7 +54,8 @@ def test_committed_files_are_what_the_builder_writes():
 
 def test_widget_values_follow_declared_order_with_control_values():
     nodes = standalone_nodes()
-    assert widget_slots(nodes["UniDiTSampler"]) == ["seed", None, "steps", "solver", "shift", "denoise"]
+    assert widget_slots(nodes["UniDiTSampler"]) == ["seed", None, "steps", "solver", "shift", "denoise",
+                                                 "cache_threshold"]
     assert widget_slots(nodes["LoadImage"]) == ["image", None]
 
 

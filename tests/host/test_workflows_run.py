@@ -1,6 +1,7 @@
 """Every example workflow, in both formats, runs with `unidit run`'s machinery on the shipped demo bundle, and
 its outputs mean what the prompt says."""
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -89,3 +90,16 @@ def test_workflow_runs_and_its_outputs_mean_what_was_asked(name, fmt, tmp_path):
     else:
         assert [len(files_of(result, out, kind)) for kind in ("png", "mp4", "ply", "glb")] == [1, 1, 1, 1]
         check_video(files_of(result, out, "mp4")[0], 9)
+
+
+def test_the_samplers_cache_threshold_widget_turns_step_caching_on(tmp_path, caplog):
+    out = tmp_path / "output"
+    with caplog.at_level("INFO", logger="unidit"):
+        result = run_workflow(ROOT / "workflows" / "api" / "text_to_image.json", out, ["5.cache_threshold=0.05"],
+                              input_dir=tmp_path / "input", progress=False)
+    assert result.status == "success", result.error
+    [match] = [m for record in caplog.records
+               if (m := re.search(r"step cache: (\d+) of (\d+) denoiser calls", record.getMessage()))]
+    skipped, calls = int(match[1]), int(match[2])
+    assert calls == 47 and 0 < skipped < calls   # heun, 24 steps: 47 calls
+    check_colour(files_of(result, out, "png")[0], "red")

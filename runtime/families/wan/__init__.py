@@ -45,7 +45,7 @@ class WanDenoiser(nn.Module):
     def forward(self, x: torch.Tensor, sigma: torch.Tensor, conditioning: DenoiserConditioning) -> torch.Tensor:
         text = conditioning.text
         context = text.tokens * text.mask[..., None].to(text.tokens.dtype)   # padding rows are zeros, as Wan pads
-        return self.expert(sigma)(x, sigma, context)
+        return self.expert(sigma)(x, sigma, context, conditioning.step_cache)
 
     def experts(self) -> list[WanDiT]:
         return [model for model in (self.high_noise, self.low_noise) if model is not None]

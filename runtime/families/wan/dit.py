@@ -40,6 +40,7 @@ from ...model.attention import attention, check_backend_name
 from ...model.dit import timestep_features
 from ...model.rope import apply_rope, grid_positions, rope_rotations
 from ...parallel import SequenceShard, sequence_shard
+from ...sampling.step_cache import StepCache, run_blocks
 from ...weights import CheckpointError, Weights, fill_module, open_weights, place_module, read_json
 
 HEAD_DIM = 128  # every released Wan model; a single file does not record the head count, so it follows from this
@@ -177,9 +178,11 @@ class WanDiT(nn.Module):
     def set_attention_backend(self, name: str) -> None:
         self.attention_backend = check_backend_name(name)
 
-    def forward(self, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor,
+                step_cache: Optional[StepCache] = None) -> torch.Tensor:
         """Velocity of ``x`` [B, C, F, H, W] at noise levels ``sigma`` [B, F] (or [B]) given T5 tokens ``context``
-        [B, L, text_dim] (rows past a prompt's end must be zero). Computes in x's dtype."""
+        [B, L, text_dim] (rows past a prompt's end must be zero). Computes in x's dtype. ``step_cache``: the
+        sampling run's first-block cache (sampling/step_cache.py), or None to run every block."""
         config = self.config
         b, c, f, h, w = x.shape
         pf, ph, pw = config.patch_size
@@ -211,9 +214,12 @@ class WanDiT(nn.Module):
         tokens = shard.take(tokens)                                                       # [B, F * S/W, dim]
         rotations = shard.take(self._rope(grid, x.device))
 
-        # The blocks, then the head, then every rank's tokens.
-        for block in self.blocks:
-            tokens = block(tokens, e0, grid[0], rotations, context, context_bias, shard, self.attention_backend)
+        # The blocks (with a step cache: the first always, the others only when what the first adds has changed
+        # enough since they last ran; else their last residual is reused), the head, then every rank's tokens.
+        def run_block(block, tokens):
+            return block(tokens, e0, grid[0], rotations, context, context_bias, shard, self.attention_backend)
+
+        tokens = run_blocks(self.blocks, tokens, run_block, step_cache)
         out = shard.gather(self.head(tokens, e, grid[0]))
         return rearrange(out, "b (f h w) (pf ph pw c) -> b c (f pf) (h ph) (w pw)", f=grid[0], h=grid[1], w=grid[2],
                          pf=pf, ph=ph, pw=pw)
