@@ -346,13 +346,15 @@ def place_module(module: nn.Module, device, compute_dtype: torch.dtype,
     """Move a filled module to ``device``, keeping each tensor's stored dtype unless it is a float wider than
     ``compute_dtype`` (an fp32 file computed in bf16 is stored in bf16: half the memory, the same results, since
     every layer casts to bf16 anyway). Narrower weights (fp16, bf16, fp8) stay as they are. ``matrix_dtype`` (an
-    fp8 type, as ComfyUI's --fp8_e4m3fn-unet) stores the matrices (2+ dimensions) in it."""
+    fp8 type, as ComfyUI's --fp8_e4m3fn-unet) stores the weight matrices of the layers that cast per call
+    (``model/ops.py``: linear, convolution) in it; norms, biases and modulation tables keep their dtype."""
     width = torch.empty(0, dtype=compute_dtype).element_size()
     matrix_width = torch.empty(0, dtype=matrix_dtype).element_size() if matrix_dtype is not None else None
+    matrices = {id(m.weight) for m in module.modules()
+                if hasattr(m, "comfy_cast_weights") and getattr(m, "weight", None) is not None and m.weight.ndim >= 2}
 
     def placed(tensor: torch.Tensor) -> torch.Tensor:
-        if (matrix_width is not None and tensor.ndim >= 2 and tensor.is_floating_point()
-                and tensor.element_size() > matrix_width):
+        if (matrix_width is not None and id(tensor) in matrices and tensor.element_size() > matrix_width):
             return tensor.to(device=device, dtype=matrix_dtype)
         if tensor.is_floating_point() and tensor.element_size() > width:
             return tensor.to(device=device, dtype=compute_dtype)

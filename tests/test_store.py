@@ -84,3 +84,25 @@ def test_standalone_a_vram_budget_is_ignored_on_the_cpu_and_devices_this_machine
         comfy_bridge.release_host(token)
     with pytest.raises(ValueError, match="positive number of GB"):
         comfy_bridge.ComputeOptions(vram_budget_gb=0)
+
+
+def test_comfyuis_flags_choose_previews_and_precision(monkeypatch):
+    import enum
+
+    class LatentPreviewMethod(enum.Enum):   # as comfy/cli_args.py has it
+        NoPreviews = "none"
+        Auto = "auto"
+        Latent2RGB = "latent2rgb"
+        TAESD = "taesd"
+
+    args = types.SimpleNamespace(preview_method=LatentPreviewMethod.NoPreviews, fp8_e4m3fn_unet=True, bf16_unet=True)
+    monkeypatch.setitem(sys.modules, "comfy", types.ModuleType("comfy"))
+    monkeypatch.setitem(sys.modules, "comfy.cli_args", types.SimpleNamespace(args=args))
+    expected = {LatentPreviewMethod.NoPreviews: "none", LatentPreviewMethod.Auto: "latent2rgb",
+                LatentPreviewMethod.Latent2RGB: "latent2rgb", LatentPreviewMethod.TAESD: "decode"}
+    for method, name in expected.items():
+        args.preview_method = method
+        assert comfy_bridge.preview_method() == name
+    assert comfy_bridge.unet_precision() == ("bf16", torch.float8_e4m3fn)
+    args.bf16_unet, args.fp8_e4m3fn_unet = False, False
+    assert comfy_bridge.unet_precision() == (None, None)

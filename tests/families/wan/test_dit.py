@@ -203,3 +203,22 @@ def test_bad_latents_fail_with_the_reason():
         model(torch.zeros(1, 16, 1, 7, 8), torch.tensor([0.5]), torch.zeros(1, 3, 64))
     with pytest.raises(ValueError, match="513 text tokens exceed"):
         model(torch.zeros(1, 16, 1, 8, 8), torch.tensor([0.5]), torch.zeros(1, 513, 64))
+
+
+def test_comfyuis_fp8_unet_flag_stores_the_matrices_in_fp8(tmp_path):
+    state = original_state(TINY_21, seed=10)
+    save_file({k: v.half() for k, v in state.items()}, tmp_path / "wan_fp16.safetensors")
+    model = load_wan_dit(tmp_path / "wan_fp16.safetensors", matrix_dtype=torch.float8_e4m3fn)
+    assert model.blocks[0].self_attn.q.weight.dtype == torch.float8_e4m3fn        # matrices narrowed
+    assert model.patch_embedding.weight.dtype == torch.float8_e4m3fn
+    assert model.blocks[0].norm3.weight.dtype == torch.float16                     # norms, biases and
+    assert model.blocks[0].modulation.dtype == torch.float16                       # modulation tables kept
+    assert model.blocks[0].ffn[0].bias.dtype == torch.float16
+    expected = WanDiT(WanDiTConfig(**TINY_21))
+    narrowed = {name for name, p in model.named_parameters() if p.dtype == torch.float8_e4m3fn}
+    expected.load_state_dict({k: (v.half().to(torch.float8_e4m3fn).float() if k in narrowed else v.half().float())
+                              for k, v in state.items()})
+    x, context = inputs(16)
+    sigma = torch.full((2, 3), 0.5)
+    with torch.no_grad():
+        close(model(x, sigma, context), expected(x, sigma, context))
