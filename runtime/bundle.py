@@ -15,7 +15,7 @@ import torch
 from tokenizers import Tokenizer
 
 from .checkpoint import read_bundle, save_bundle
-from .families import GenerationDefaults
+from .families.defaults import GenerationDefaults
 from .gaussians.camera import Cameras, camera_rig
 from .model.config import DiTConfig
 from .model.dit import UniDiT

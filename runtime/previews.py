@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import weakref
-from typing import Optional
 
 import torch
 import torch.nn.functional as F

@@ -82,6 +82,10 @@ def parse_header(path: Path, head: bytes, file_size: int) -> tuple[dict, int]:
             raise CheckpointError(f"{name}: tensor '{key}' has a malformed header entry") from None
         if dtype not in DTYPES:
             raise CheckpointError(f"{name}: tensor '{key}' has dtype {dtype}, which UniDiT cannot read")
+        needed = torch.empty(0, dtype=DTYPES[dtype]).element_size() * _numel(shape)
+        if min(shape, default=0) < 0 or begin < 0 or end - begin != needed:
+            raise CheckpointError(f"{name}: tensor '{key}' occupies {end - begin} bytes but its shape {shape} and dtype "
+                                  f"{dtype} need {needed}; the file is damaged")
         entries.append((end, key))
     for end, key in sorted(entries):
         if end > available:
@@ -134,14 +138,9 @@ class TensorFile:
         dtype = DTYPES[entry["dtype"]]
         begin, end = (self._data_start + int(v) for v in entry["data_offsets"])
         raw = self._mapping()[begin:end]
-        itemsize = torch.empty(0, dtype=dtype).element_size()
-        if begin % itemsize:  # unaligned (files written by other tools may do this): one copy of this tensor
+        if begin % torch.empty(0, dtype=dtype).element_size():  # unaligned (other writers may do this): one copy
             raw = raw.clone()
-        expected = itemsize * _numel(entry["shape"])
-        if raw.numel() != expected:
-            raise CheckpointError(f"{self.path.name}: tensor '{key}' occupies {raw.numel()} bytes but its shape and "
-                                  f"dtype need {expected}")
-        return raw.view(dtype).view(entry["shape"])
+        return raw.view(dtype).view(entry["shape"])  # sizes were checked against the header (parse_header)
 
 
 def _numel(shape) -> int:

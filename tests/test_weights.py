@@ -155,3 +155,15 @@ def test_the_streaming_writer_writes_files_that_safetensors_and_our_reader_read_
     write_random_checkpoint(meta_small(), tmp_path / "r.safetensors", torch.float16, prefix="m.")
     filled = fill_module(meta_small(), open_weights(tmp_path / "r.safetensors").without_prefix("m."), "r")
     assert filled.norm.weight.dtype == torch.float16 and 0.5 < float(filled.norm.weight.float().mean()) < 1.5
+
+
+def test_a_header_whose_sizes_disagree_with_shapes_is_refused(tmp_path):
+    save_file({"a": torch.zeros(4, 4)}, tmp_path / "ok.safetensors")
+    data = bytearray((tmp_path / "ok.safetensors").read_bytes())
+    header = data[8:8 + int.from_bytes(data[:8], "little")].decode()
+    lying = header.replace('"shape":[4,4]', '"shape":[4,5]').encode()
+    assert len(lying) == len(header)
+    (tmp_path / "lying.safetensors").write_bytes(bytes(data[:8]) + lying + bytes(data[8 + len(lying):]))
+    with pytest.raises(CheckpointError, match="tensor 'a' occupies 64 bytes but its shape \\[4, 5\\] and dtype F32 "
+                                              "need 80; the file is damaged"):
+        open_weights(tmp_path / "lying.safetensors")

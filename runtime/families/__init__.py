@@ -22,7 +22,7 @@ from tensor shapes and builds the parts. :func:`load_model` picks the family of 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -33,30 +33,7 @@ from ..model.config import modality_index
 from ..sampling.step_cache import StepCache
 from ..text.conditioning import TextConditioning
 from ..weights import CheckpointError, Weights
-
-
-@dataclass
-class GenerationDefaults:
-    """Sizes and sampler settings a family (or bundle) was made for; nodes and the CLI start from these."""
-
-    width: int = 64
-    height: int = 64
-    frames: int = 9            # video frames (1 + temporal_factor * k)
-    fps: float = 8.0
-    rig: str = "orbit"         # camera rig of 3D views (camera.RIG_PRESETS)
-    views: int = 4
-    camera_radius: float = 2.0
-    fov_deg: float = 49.1
-    steps: int = 24
-    guidance: float = 4.0
-    solver: str = "heun"
-    shift: Optional[float] = None   # None: grows with the token count (flow.default_shift)
-    negative_prompt: str = ""
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "GenerationDefaults":
-        known = {f.name for f in fields(cls)}
-        return cls(**{key: value for key, value in data.items() if key in known})
+from .defaults import GenerationDefaults
 
 
 MODALITY_NAMES = {"image": "images", "video": "videos", "3d": "3D assets"}

@@ -99,7 +99,7 @@ register_backend(AttentionBackend("sdpa", _sdpa, lambda: True, lambda q, k, v, m
 
 def _flash_attn_available() -> bool:
     try:
-        import flash_attn  # noqa: F401
+        import flash_attn  # noqa: F401  (importable is what matters)
     except Exception:  # ImportError, or a broken CUDA build raising at import
         return False
     return True

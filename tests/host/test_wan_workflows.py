@@ -2,7 +2,6 @@
 (models/diffusion_models, models/text_encoders, models/vae): through `unidit run`'s machinery in both formats,
 through `unidit run` on the command line, and queued on `unidit serve`; their outputs open with the frames and
 sizes asked for. The sizes are overridden to small ones (the examples ask for 480p and 720p)."""
-import json
 import subprocess
 import sys
 from pathlib import Path

@@ -3,7 +3,6 @@ import pytest
 import torch
 
 from unidit.runtime.families import ModelFiles, load_model
-from unidit.runtime.families.wan.dit import WanDiT, WanDiTConfig
 from unidit.runtime.generate import decode_frames, empty_latents
 from unidit_testing import Float64Forbidden, forbid_float64, make_text, tiny_dit, tiny_model
 from wan_testing import FILES

@@ -4,7 +4,7 @@ import pytest
 import torch
 from diffusers import WanTransformer3DModel
 from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffusers
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from unidit.runtime.bench.synthetic import randomize_module
 from unidit.runtime.families.wan.dit import WanDiT, WanDiTConfig, load_wan_dit

@@ -1,0 +1,29 @@
+"""What a model was made for: the sizes and sampler settings that nodes and the CLI start from."""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Optional
+
+
+@dataclass
+class GenerationDefaults:
+    """Sizes and sampler settings a family (or bundle) was made for; nodes and the CLI start from these."""
+
+    width: int = 64
+    height: int = 64
+    frames: int = 9            # video frames (1 + temporal_factor * k)
+    fps: float = 8.0
+    rig: str = "orbit"         # camera rig of 3D views (camera.RIG_PRESETS)
+    views: int = 4
+    camera_radius: float = 2.0
+    fov_deg: float = 49.1
+    steps: int = 24
+    guidance: float = 4.0
+    solver: str = "heun"
+    shift: Optional[float] = None   # None: grows with the token count (flow.default_shift)
+    negative_prompt: str = ""
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "GenerationDefaults":
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in known})
