@@ -7,14 +7,16 @@ One ``vertex`` element, all ``float`` little-endian, in exactly this order::
 holding *raw* values: logit opacity, log scale, the quaternion as w x y z, zero normals. ``f_rest`` is
 channel-major: ``f_rest_0..K-2`` are the red coefficients of bands 1+, then green, then blue. That is what
 SuperSplat, Spark, ComfyUI's viewer and the reference loader read; positions are in the OpenCV frame of
-``camera.py`` (no axis change). Written and read with numpy alone.
+``camera.py`` (no axis change). The PLY container itself is read and written by ``plyfile``.
 """
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
 import numpy as np
+import plyfile
 import torch
 
 from ..files import write_atomic
@@ -22,9 +24,6 @@ from .splats import Splats, prepare_for_file
 
 REQUIRED_PROPERTIES = ("x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", "scale_1", "scale_2",
                        "rot_0", "rot_1", "rot_2", "rot_3")
-_PLY_TYPES = {"char": "i1", "uchar": "u1", "short": "i2", "ushort": "u2", "int": "i4", "uint": "u4",
-              "float": "f4", "double": "f8", "int8": "i1", "uint8": "u1", "int16": "i2", "uint16": "u2",
-              "int32": "i4", "uint32": "u4", "float32": "f4", "float64": "f8"}
 
 
 def ply_property_names(sh_degree: int) -> list[str]:
@@ -42,7 +41,7 @@ def ply_bytes(splats: Splats) -> bytes:
     raw = splats.to(dtype=torch.float64).to_raw()
     count = splats.num_gaussians
     sh = raw.sh[0]
-    columns = [
+    columns = torch.cat([
         raw.positions[0],
         torch.zeros(count, 3, dtype=torch.float64),
         sh[:, 0, :],
@@ -50,12 +49,14 @@ def ply_bytes(splats: Splats) -> bytes:
         raw.opacity_logits[0],
         raw.log_scales[0],
         raw.quaternions[0],
-    ]
-    records = torch.cat(columns, dim=1).numpy().astype("<f4")
+    ], dim=1).numpy().astype("<f4")
     names = ply_property_names(splats.sh_degree)
-    header = ["ply", "format binary_little_endian 1.0", f"element vertex {count}"]
-    header += [f"property float {name}" for name in names] + ["end_header"]
-    return ("\n".join(header) + "\n").encode("ascii") + records.tobytes()
+    records = np.empty(count, dtype=[(name, "<f4") for name in names])
+    for index, name in enumerate(names):
+        records[name] = columns[:, index]
+    buffer = io.BytesIO()
+    plyfile.PlyData([plyfile.PlyElement.describe(records, "vertex")], byte_order="<").write(buffer)
+    return buffer.getvalue()
 
 
 def write_ply(splats: Splats, path: str | os.PathLike) -> Path:
@@ -66,27 +67,38 @@ def write_ply(splats: Splats, path: str | os.PathLike) -> Path:
 def read_ply(source: str | os.PathLike | bytes) -> Splats:
     """Read a 3DGS PLY (a path or the file's bytes) into an activated splat with B = 1.
 
-    Any property order and numeric types are accepted; properties beyond the 3DGS set are ignored. A PLY that
-    is not a Gaussian splat (a mesh, a point cloud, ASCII) fails with a message naming what is missing.
+    Any property order and numeric types are accepted; properties and elements beyond the 3DGS set are ignored.
+    A PLY that is not a Gaussian splat (a mesh, a point cloud, ASCII) fails with a message naming what is missing.
     """
     data = source if isinstance(source, bytes) else Path(source).read_bytes()
     name = "PLY data" if isinstance(source, bytes) else str(source)
-    count, fields, offset = _parse_header(data, name)
-    missing = [prop for prop in REQUIRED_PROPERTIES if prop not in fields.names]
+    if not data.startswith(b"ply"):
+        raise ValueError(f"{name} is not a PLY file (it does not start with 'ply')")
+    try:
+        ply = plyfile.PlyData.read(io.BytesIO(data))
+    except plyfile.PlyElementParseError as error:
+        raise ValueError(f"{name} is truncated or damaged: {error}") from None
+    except plyfile.PlyParseError as error:
+        raise ValueError(f"{name} is not a readable PLY file: {error}") from None
+    if ply.text:
+        raise ValueError(f"{name} is an ASCII PLY; 3DGS splat files are binary")
+    if "vertex" not in ply:
+        raise ValueError(f"{name} has no vertex element; it is not a 3DGS splat PLY")
+    vertex = ply["vertex"]
+    names = [prop.name for prop in vertex.properties]
+    missing = [prop for prop in REQUIRED_PROPERTIES if prop not in names]
     if missing:
         raise ValueError(f"{name} is not a 3DGS splat PLY: its vertex element lacks the properties "
                          f"{', '.join(missing)} (a mesh or point cloud PLY has no scales and rotations)")
-    rest = sorted((prop for prop in fields.names if prop.startswith("f_rest_")), key=lambda p: int(p[7:]))
+    rest = sorted((prop for prop in names if prop.startswith("f_rest_")), key=lambda p: int(p[7:]))
     rest_count = len(rest)
     if rest_count not in (0, 9, 24, 45) or rest != [f"f_rest_{i}" for i in range(rest_count)]:
         raise ValueError(f"{name}: {rest_count} f_rest properties do not form SH of degree 1-3 "
                          f"(need f_rest_0 .. f_rest_8, _23 or _44)")
-    if len(data) < offset + count * fields.itemsize:
-        raise ValueError(f"{name} is truncated: the header announces {count} vertices of {fields.itemsize} bytes")
-    records = np.frombuffer(data, dtype=fields, count=count, offset=offset)
+    count = vertex.count
 
     def column(*props):
-        return torch.from_numpy(np.stack([records[p].astype(np.float32) for p in props], axis=-1))
+        return torch.from_numpy(np.stack([np.asarray(vertex[p], dtype=np.float32) for p in props], axis=-1))
 
     coefficients = rest_count // 3 + 1
     sh = torch.zeros(count, coefficients, 3)
@@ -98,46 +110,3 @@ def read_ply(source: str | os.PathLike | bytes) -> Splats:
                              column("rot_0", "rot_1", "rot_2", "rot_3")[None].double(),
                              column("opacity")[None].double(), sh[None].double())
     return splats.to(dtype=torch.float32)
-
-
-def _parse_header(data: bytes, name: str) -> tuple[int, np.dtype, int]:
-    """Vertex count, the numpy record type of the vertex element, and the byte offset of its first record."""
-    end = data.find(b"end_header")
-    if not data.startswith(b"ply") or end < 0:
-        raise ValueError(f"{name} is not a PLY file (no 'ply' magic or 'end_header')")
-    lines = data[:end].decode("ascii", errors="replace").splitlines()
-    offset = end + len(b"end_header") + (2 if data[end + 10:end + 12] == b"\r\n" else 1)
-    byte_order = None
-    elements: list[tuple[str, int, list]] = []
-    for line in lines[1:]:
-        words = line.split()
-        if not words or words[0] in ("comment", "obj_info"):
-            continue
-        if words[0] == "format":
-            if words[1] == "ascii":
-                raise ValueError(f"{name} is an ASCII PLY; 3DGS splat files are binary")
-            byte_order = {"binary_little_endian": "<", "binary_big_endian": ">"}.get(words[1])
-            if byte_order is None:
-                raise ValueError(f"{name}: unknown PLY format {words[1]!r}")
-        elif words[0] == "element":
-            elements.append((words[1], int(words[2]), []))
-        elif words[0] == "property" and elements:
-            if words[1] == "list":
-                elements[-1][2].append((words[-1], None))
-            elif words[1] in _PLY_TYPES:
-                elements[-1][2].append((words[2], _PLY_TYPES[words[1]]))
-            else:
-                raise ValueError(f"{name}: unknown PLY property type {words[1]!r}")
-    if byte_order is None:
-        raise ValueError(f"{name}: the PLY header has no format line")
-    for element, count, properties in elements:
-        if any(kind is None for _, kind in properties):
-            if element == "vertex":
-                raise ValueError(f"{name}: the vertex element has list properties; it is not a 3DGS splat PLY")
-            raise ValueError(f"{name}: the element {element!r} before 'vertex' has list properties, which this "
-                             f"reader cannot skip; it is not a 3DGS splat PLY")
-        fields = np.dtype([(prop, byte_order + kind) for prop, kind in properties])
-        if element == "vertex":
-            return count, fields, offset
-        offset += count * fields.itemsize
-    raise ValueError(f"{name} has no vertex element; it is not a 3DGS splat PLY")
