@@ -74,6 +74,15 @@ class Cameras:
         return Cameras(move(self.world_to_camera), move(self.fx), move(self.fy), move(self.cx), move(self.cy),
                        self.width, self.height)
 
+    @classmethod
+    def cat(cls, parts: list["Cameras"]) -> "Cameras":
+        """The cameras of ``parts`` (all of one image size) in order."""
+        sizes = {(part.width, part.height) for part in parts}
+        if len(sizes) != 1:
+            raise ValueError(f"cameras of different image sizes {sorted(sizes)} cannot be joined; resize them first")
+        return cls(*(torch.cat([getattr(part, name) for part in parts]) for name in
+                     ("world_to_camera", "fx", "fy", "cx", "cy")), parts[0].width, parts[0].height)
+
     def resized(self, width: int, height: int) -> "Cameras":
         """The same cameras for an image of another size (intrinsics scaled; e.g. a latent grid)."""
         sx, sy = width / self.width, height / self.height
@@ -189,6 +198,37 @@ def camera_rig(preset: str = "orbit", views: int = 4, width: int = 64, height: i
         raise ValueError(f"a rig needs at least one view, got {views}")
     azimuths = [360.0 * k / views for k in range(views)]
     return orbit_cameras(azimuths, RIG_PRESETS[preset]["elevation_deg"], radius, fov_deg, width, height)
+
+
+def orbit_azimuths(cameras: Cameras) -> torch.Tensor:
+    """The azimuth of each camera centre in degrees, as :func:`orbit_cameras` counts it (0 in front, at -z;
+    growing counter-clockwise seen from above): [V]."""
+    centres = cameras.centers().double()
+    return torch.rad2deg(torch.atan2(centres[:, 0], -centres[:, 2])).to(cameras.world_to_camera.dtype)
+
+
+def turned_about_vertical(cameras: Cameras, degrees) -> Cameras:
+    """The cameras carried around the world's vertical axis (through the origin) by ``degrees`` (a number, or one
+    per camera), in the direction azimuths grow: an orbit camera at azimuth a goes to a + degrees, still looking
+    at the same point of the axis, its horizon still level."""
+    angle = torch.deg2rad(torch.as_tensor(degrees, dtype=torch.float64)).expand(len(cameras))
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    turn = torch.zeros(len(cameras), 4, 4, dtype=torch.float64)  # world point -> turned world point
+    turn[:, 0, 0], turn[:, 0, 2], turn[:, 2, 0], turn[:, 2, 2] = cos, -sin, sin, cos
+    turn[:, 1, 1] = turn[:, 3, 3] = 1.0
+    # A point the turned camera sees at p is where the original camera saw turn⁻¹ p = turnᵀ p.
+    world_to_camera = (cameras.world_to_camera.double() @ turn.transpose(1, 2)).to(cameras.world_to_camera.dtype)
+    return Cameras(world_to_camera, cameras.fx, cameras.fy, cameras.cx, cameras.cy, cameras.width, cameras.height)
+
+
+def midway_cameras(cameras: Cameras) -> Cameras:
+    """For cameras around the vertical axis in order of azimuth: camera k turned halfway towards camera k + 1
+    (the last towards the first, around the full circle). The in-between views of a rig."""
+    azimuths = orbit_azimuths(cameras).double()
+    gaps = torch.remainder(torch.roll(azimuths, -1) - azimuths, 360.0)
+    if len(cameras) == 1:
+        gaps = torch.full_like(gaps, 360.0)
+    return turned_about_vertical(cameras, gaps / 2)
 
 
 def turntable_cameras(num_frames: int, elevation_deg: float = 20.0, radius: float = 2.0, fov_deg: float = 49.1,

@@ -75,6 +75,7 @@ class ProjectedGaussians:
     colors: torch.Tensor    # [M, 3]
     depths: torch.Tensor    # [M] camera-space z
     extents: torch.Tensor   # [M, 2]
+    sources: torch.Tensor   # [M] the index of each row's Gaussian in the splat
 
     def __len__(self) -> int:
         return self.depths.shape[0]
@@ -91,6 +92,7 @@ def project_gaussians(splats: Splats, camera: Cameras, config: RenderConfig) -> 
     # alpha reaches 1/255 where q <= 2 ln(255 o); a Gaussian with o < 1/255 is never visible.
     level = 2.0 * torch.log(opacities.clamp_min(1e-30) * 255.0)
     keep = (points[:, 2] > config.near_plane) & (level > 0)
+    sources = torch.nonzero(keep).squeeze(1)
     points, covariances, opacities, sh, level = points[keep], covariances[keep], opacities[keep], sh[keep], level[keep]
     x, y, z = points.unbind(-1)
 
@@ -115,7 +117,7 @@ def project_gaussians(splats: Splats, camera: Cameras, config: RenderConfig) -> 
 
     order = torch.argsort(z)
     return ProjectedGaussians(means[order], conics[order], opacities[order], colors[order], z[order],
-                              extents[order])
+                              extents[order], sources[order])
 
 
 def row_terms(dy, conic_b, conic_c, log_opacity) -> tuple[torch.Tensor, torch.Tensor]:

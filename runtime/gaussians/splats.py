@@ -111,6 +111,29 @@ class Splats:
         return Splats(move(self.positions), move(self.scales), move(self.rotations), move(self.opacities),
                       move(self.sh), counts)
 
+    @classmethod
+    def stack(cls, items: list["Splats"]) -> "Splats":
+        """One batch of single splats (B = 1 each, of one SH degree); items of different sizes are padded with
+        transparent Gaussians and ``counts`` holds their real sizes."""
+        sizes = [item.num_gaussians for item in items]
+        if any(item.batch_size != 1 for item in items):
+            raise ValueError("Splats.stack takes single splats (B = 1); select items with .item(i)")
+        largest = max(sizes)
+
+        def padded(item: "Splats", name: str) -> torch.Tensor:
+            values = getattr(item, name)[0]
+            filler = values.new_zeros((largest - values.shape[0],) + values.shape[1:])
+            if name == "scales":
+                filler.fill_(1.0)    # padding stays valid: unit scale, the identity rotation, opacity 0
+            elif name == "rotations":
+                filler[:, 0] = 1.0
+            return torch.cat([values, filler])
+
+        fields = [torch.stack([padded(item, name) for item in items])
+                  for name in ("positions", "scales", "rotations", "opacities", "sh")]
+        same = len(set(sizes)) == 1
+        return cls(*fields, None if same else torch.tensor(sizes))
+
     # ---- selection --------------------------------------------------------------------------------------------
     def item(self, index: int) -> "Splats":
         """Batch item ``index`` alone (B = 1), without its padding rows."""

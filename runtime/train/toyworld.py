@@ -724,7 +724,13 @@ def render_videos(scenes: list[Scene], config: ToyWorldConfig | None = None) -> 
 def render_views(scenes: list[Scene], config: ToyWorldConfig | None = None) -> ToyRender:
     """The still object seen by every camera of the rig: [N, V, H, W, ...]; ``cameras`` is the rig."""
     config = config or ToyWorldConfig()
-    cameras = config.rig_cameras()
+    return render_from(scenes, config.rig_cameras(), config)
+
+
+def render_from(scenes: list[Scene], cameras: Cameras, config: ToyWorldConfig | None = None) -> ToyRender:
+    """The still object seen by each of V given cameras (any size, any pose): [N, V, H, W, ...]. Only
+    ``config.supersample`` is used."""
+    config = config or ToyWorldConfig()
     views = len(cameras)
     rotation, centre, _ = scene_poses(scenes)
     view = torch.arange(views).repeat(len(scenes))
