@@ -136,6 +136,33 @@ def generate(model: FamilyModel, latents: Latents, positive: TextConditioning,
     if bool(latents.given.any()):
         capabilities.check_given_frames()
     b = latents.batch_size
+    step_cache = sampler.step_cache()   # this run's alone: never kept on the shared model
+    velocity = guided_denoiser(model, latents, positive, negative, guidance, step_cache)
+    device = model.device
+
+    shape = tuple(latents.samples.shape[1:])
+    noise = seeded_noise([seed + i for i in range(b)], shape, device=device)
+    sigmas = sampler.sigmas(capabilities.tokens_per_frame(shape[2], shape[3]), latents.frames,
+                            family_shift=capabilities.defaults.shift)
+    init = latents.samples.to(device) if sampler.denoise < 1 else None
+    given = latents.given.to(device)
+    clean = None if latents.clean is None else latents.clean.to(device)
+    with torch.no_grad():
+        result = sample(velocity, noise, sigmas, sampler.solver, init=init, given=given, clean=clean,
+                        callback=callback, cancel=cancel)
+    if step_cache is not None:
+        log.info("UniDiT step cache: %d of %d denoiser calls reused the cached residual (threshold %g)",
+                 step_cache.skipped, step_cache.calls, step_cache.threshold)
+    return replace(latents, samples=result.cpu())
+
+
+def guided_denoiser(model: FamilyModel, latents: Latents, positive: TextConditioning,
+                    negative: Optional[TextConditioning], guidance: GuidanceConfig,
+                    step_cache=None) -> Callable[[torch.Tensor, float], torch.Tensor]:
+    """The guided velocity ``(x [B, C, F, h, w], sigma) -> v`` of ``model`` for latents laid out like ``latents``:
+    its given frames at noise level 0, its cameras' rays for 3D views, the prompt batch matched to B."""
+    capabilities = model.capabilities
+    b = latents.batch_size
     device, dtype = model.device, model.dtype
     positive = _match_batch(positive, b, "prompt").to(device, dtype)
     negative = None if negative is None else _match_batch(negative, b, "negative prompt").to(device, dtype)
@@ -146,8 +173,6 @@ def generate(model: FamilyModel, latents: Latents, positive: TextConditioning,
         rays = latents.cameras.resized(w, h).plucker_rays()  # [V, 6, h, w]
         plucker = rays.permute(1, 0, 2, 3).unsqueeze(0).expand(b, -1, -1, -1, -1).to(device, dtype)
 
-    step_cache = sampler.step_cache()   # this run's alone: never kept on the shared model
-
     def velocity_of(x, sigma, text):
         """The denoiser on a batch of ``repeats`` x B items (conditional and unconditional branches)."""
         repeats = x.shape[0] // b
@@ -156,20 +181,7 @@ def generate(model: FamilyModel, latents: Latents, positive: TextConditioning,
         conditioning = DenoiserConditioning(text, latents.modality, rays, step_cache)
         return model.denoiser(x.to(dtype), sigmas, conditioning).float()
 
-    shape = tuple(latents.samples.shape[1:])
-    noise = seeded_noise([seed + i for i in range(b)], shape, device=device)
-    sigmas = sampler.sigmas(capabilities.tokens_per_frame(shape[2], shape[3]), latents.frames,
-                            family_shift=capabilities.defaults.shift)
-    velocity = guided_velocity(velocity_of, positive, negative, guidance)
-    init = latents.samples.to(device) if sampler.denoise < 1 else None
-    clean = None if latents.clean is None else latents.clean.to(device)
-    with torch.no_grad():
-        result = sample(velocity, noise, sigmas, sampler.solver, init=init, given=given, clean=clean,
-                        callback=callback, cancel=cancel)
-    if step_cache is not None:
-        log.info("UniDiT step cache: %d of %d denoiser calls reused the cached residual (threshold %g)",
-                 step_cache.skipped, step_cache.calls, step_cache.threshold)
-    return replace(latents, samples=result.cpu())
+    return guided_velocity(velocity_of, positive, negative, guidance)
 
 
 @torch.no_grad()

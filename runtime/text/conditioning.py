@@ -37,6 +37,15 @@ class TextConditioning:
         pooled = None if self.pooled is None else self.pooled.to(device, dtype)
         return TextConditioning(self.tokens.to(device, dtype), self.mask.to(device), pooled, ids)
 
+    def item(self, index: int) -> "TextConditioning":
+        """Prompt ``index`` alone (B = 1); a batch of one serves every index."""
+        if len(self) == 1:
+            return self
+        keep = slice(index, index + 1)
+        ids = None if self.token_ids is None else self.token_ids[keep]
+        pooled = None if self.pooled is None else self.pooled[keep]
+        return TextConditioning(self.tokens[keep], self.mask[keep], pooled, ids)
+
     def repeat(self, count: int) -> "TextConditioning":
         """Each prompt repeated ``count`` times in a row (prompt-major), for a batch of samples per prompt."""
         ids = None if self.token_ids is None else self.token_ids.repeat_interleave(count, 0)
