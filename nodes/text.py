@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 
 from ..runtime.store import STORE
+from ..runtime.text.tokenizer import unknown_words_note
 from .types import CATEGORY, MODEL, TEXT
 
 log = logging.getLogger("unidit")
@@ -30,7 +31,7 @@ class UniDiTTextEncode:
 
     def encode(self, model, text):
         loaded = STORE.model(model, parts=("text_encoder",))
-        unknown = loaded.unknown_words(text)
-        if unknown:
-            log.warning("UniDiT: the model does not know the words %s; they are ignored", ", ".join(unknown))
-        return (loaded.encode_prompts([text]),)
+        note = unknown_words_note(loaded.unknown_words(text))
+        if note:
+            log.warning("UniDiT: %s", note)
+        return {"ui": {"text": [note] if note else []}, "result": (loaded.encode_prompts([text]),)}

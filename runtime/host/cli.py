@@ -112,6 +112,8 @@ def _run_demo(args) -> int:
     except ValueError as problem:  # a device this machine lacks
         print(f"error: {problem}", file=sys.stderr)
         return 2
+    if outputs["note"]:
+        print(f"note: {outputs['note']}")
     for kind in ("image", "video", "splat", "mesh"):
         print(f"{kind:<6} {outputs[kind]}")
     print(f"done in {outputs['seconds']} s")
