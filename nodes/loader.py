@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..runtime.families import ModelFiles
-from ..runtime.model_folders import available_bundles, available_parts
+from ..runtime.model_folders import available_bundles, available_loras, available_parts
 from ..runtime.previews import PREVIEW_METHODS
 from ..runtime.store import DTYPES, STORE
 from .types import CATEGORY, MODEL
@@ -123,6 +123,38 @@ class UniDiTPartsLoader:
                                                                  "low-noise model", "diffusion_models"))
         handle = STORE.handle(files, device, dtype, attention, previews, compile)
         STORE.model(handle, parts=())
+        return (handle,)
+
+
+class UniDiTLoRA:
+    DESCRIPTION = ("Applies a LoRA to the model's diffusion model with a strength. The base weights stay as they are "
+                   "(the LoRA is added while sampling), so LoRAs switch without reloading and an unplugged one is "
+                   "gone. Chain several to stack them. Reads LoRAs written by `unidit train --lora-rank` and the "
+                   "diffusers/PEFT (lora_A/lora_B) and kohya (lora_down/lora_up, alpha) layouts shared for Wan.")
+    CATEGORY = f"{CATEGORY}/loaders"
+    RETURN_TYPES = (MODEL,)
+    RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("The model with this LoRA (and any before it) applied.",)
+    FUNCTION = "apply"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": (MODEL, {"tooltip": "From a UniDiT Loader (or another UniDiT LoRA)."}),
+            "lora_name": (sorted(available_loras()), {"tooltip": "A LoRA from ComfyUI's models/loras folder (or the "
+                                                                 "pack's models/loras)."}),
+            "strength": ("FLOAT", {"default": 1.0, "min": -5.0, "max": 5.0, "step": 0.05,
+                                   "tooltip": "How much of the LoRA to add: 1 as trained, 0 none (the base model "
+                                              "exactly), negative to push away from it."}),
+        }}
+
+    def apply(self, model, lora_name, strength):
+        found = available_loras()
+        if lora_name not in found:
+            raise FileNotFoundError(f"LoRA {lora_name!r} not found; put it in ComfyUI's models/loras folder "
+                                    f"(found: {', '.join(sorted(found)) or 'none'})")
+        handle = model.with_lora(found[lora_name], strength)
+        STORE.model(handle, parts=())  # reads the file now, so a LoRA that does not fit fails on this node
         return (handle,)
 
 

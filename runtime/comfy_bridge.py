@@ -139,7 +139,7 @@ def should_stop() -> bool:
 
 MODEL_FOLDER = "unidit"
 # ComfyUI's model folders that UniDiT reads: its own bundles, and the parts of other families' models.
-MODEL_KINDS = (MODEL_FOLDER, "diffusion_models", "text_encoders", "vae", "diffusers")
+MODEL_KINDS = (MODEL_FOLDER, "diffusion_models", "text_encoders", "vae", "diffusers", "loras")
 
 
 def output_directory() -> Path:

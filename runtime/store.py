@@ -19,7 +19,7 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional, Union
 
@@ -27,6 +27,7 @@ import torch
 
 from . import comfy_bridge
 from .families import FamilyModel, ModelFiles, Placement, load_model
+from .lora import read_lora
 from .model.attention import check_backend_name
 from .model.block_swap import BlockSwap, SwapPlan
 from .model.compile import compile_blocks
@@ -69,6 +70,7 @@ class ModelHandle:
     matrix_dtype: Optional[str] = None   # the diffusion model's matrices stored narrower (ComfyUI's fp8 flags)
     preview: str = "auto"                # sampling previews: auto (the host's choice) or a previews.PREVIEW_METHODS
     compiled: bool = False               # torch.compile the transformer blocks
+    loras: tuple = ()                    # (FileIdentity, strength) of the LoRAs applied, in order
 
     @property
     def key(self) -> tuple:
@@ -77,6 +79,10 @@ class ModelHandle:
     @property
     def name(self) -> str:
         return " + ".join(Path(f.path).name for f in self.files)
+
+    def with_lora(self, path: Path, strength: float) -> "ModelHandle":
+        """This handle with one more LoRA (the base model stays the same resident model)."""
+        return replace(self, loras=self.loras + ((FileIdentity.of("lora", path), float(strength)),))
 
     def model_files(self) -> ModelFiles:
         return ModelFiles(**{f.role: Path(f.path) for f in self.files})
@@ -87,6 +93,7 @@ class ModelStore:
         self._models: dict = {}
         self._managed: dict = {}
         self._swaps: dict = {}
+        self._loras: dict = {}
         self._lock = threading.RLock()
         self.loads = 0  # models read from disk since the process started
 
@@ -119,7 +126,18 @@ class ModelStore:
             room = sum(model.activation_bytes(part, samples_shape, guided) for part in chosen) if samples_shape else 0
             self._managed[handle.key].ready(chosen, room)
             model.set_attention_backend(handle.attention)
-            return model
+            loras = [(self._lora(handle, model, identity), strength) for identity, strength in handle.loras]
+            return model.with_loras(loras) if loras and "denoiser" in chosen else model
+
+    def _lora(self, handle: ModelHandle, model: FamilyModel, identity: FileIdentity):
+        """A LoRA file read for this model's layers (once per file version and model)."""
+        key = (identity, handle.key)
+        if key not in self._loras:
+            targets = model.denoiser.lora_targets()[0]
+            self._loras[key] = read_lora(identity.path, targets, model.denoiser.lora_name)
+            log.info("UniDiT: LoRA %s: %d layers, rank %d", Path(identity.path).name,
+                     len(self._loras[key].layers), self._loras[key].rank)
+        return self._loras[key]
 
     def _load(self, handle: ModelHandle) -> FamilyModel:
         started = time.perf_counter()
@@ -171,6 +189,7 @@ class ModelStore:
         with self._lock:
             keys = [handle.key] if handle is not None else list(self._models)
             dropped = 0
+            self._loras = {k: v for k, v in self._loras.items() if k[1] not in keys}
             for key in keys:
                 if self._models.pop(key, None) is not None:
                     self._managed.pop(key).release()

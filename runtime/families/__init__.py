@@ -21,6 +21,7 @@ from tensor shapes and builds the parts. :func:`load_model` picks the family of 
 """
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -159,6 +160,20 @@ class FamilyModel:
     def block_lists(self) -> list:
         """The denoiser's lists of identical transformer blocks (one per expert), for block swap."""
         return self.denoiser.block_lists()
+
+    def with_loras(self, loras: list) -> "FamilyModel":
+        """A view of this model whose denoiser applies ``loras`` [(LoRAWeights, strength)] on every call; the
+        model itself, shared by every run, is not changed."""
+        from ..lora import LoRADenoiser
+
+        active = [(lora, strength) for lora, strength in loras if strength != 0]
+        if not active:
+            return self
+        entries = [(lora, strength, targets) for lora, strength in active
+                   for targets in self.denoiser.lora_targets() if set(lora.layers) <= set(targets)]
+        view = copy.copy(self)
+        view.denoiser = LoRADenoiser(self.denoiser, entries)
+        return view
 
     @torch.no_grad()
     def encode_prompts(self, prompts: list[str]) -> TextConditioning:

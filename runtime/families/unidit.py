@@ -9,6 +9,7 @@ import torch.nn as nn
 
 from ..bundle import ModelBundle
 from ..checkpoint import is_bundle
+from ..lora import linear_layers
 from ..model.config import modality_index
 from ..model.dit import UniDiT
 from ..text.conditioning import TextConditioning
@@ -34,6 +35,13 @@ class UniDiTDenoiser(nn.Module):
 
     def block_lists(self) -> list:
         return [self.dit.blocks]
+
+    def lora_targets(self) -> list[dict]:
+        return [linear_layers(self.dit)]
+
+    @staticmethod
+    def lora_name(name: str) -> str:
+        return name
 
 
 class BundleTextEncoder(nn.Module):

@@ -304,33 +304,72 @@ def _add_train(subparsers) -> None:
     train.add_argument("--seed", type=int, default=0,
                        help="seed of the data and the initial weights (default: %(default)s)")
     train.add_argument("--lora-rank", type=int, default=None,
-                       help="fine-tune the backbone of --from with LoRA adapters of this rank instead")
-    train.add_argument("--from", dest="base", type=Path, default=None, help="the bundle LoRA fine-tunes")
-    train.add_argument("--overwrite", action="store_true", help="replace an existing output bundle")
+                       help="instead of a bundle, train a LoRA of this rank on the backbone of --from and write "
+                            "it as a .safetensors LoRA file (for the UniDiT LoRA node)")
+    train.add_argument("--from", dest="base", type=Path, default=None,
+                       help="the bundle a LoRA adapts (default: the shipped demo bundle)")
+    train.add_argument("--subject", default=None, metavar="'COLOUR SHAPE'",
+                       help="train the LoRA on clips of this one subject, e.g. 'red torus' (default: the preset's "
+                            "data)")
+    train.add_argument("--steps", type=int, default=None, help="LoRA training steps (default: 300)")
+    train.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     train.set_defaults(handler=_run_train)
 
 
 def _run_train(args) -> int:
-    from ..bundle import SHIPPED_BUNDLE, ModelBundle
-    from ..train.recipe import PRESETS, fine_tune_lora, train_bundle
+    from ..bundle import SHIPPED_BUNDLE
+    from ..train.recipe import PRESETS, train_bundle
 
     preset = PRESETS[args.preset]
     work = args.work or Path("runs") / args.preset
     if args.lora_rank is not None:
-        base = args.base or SHIPPED_BUNDLE
-        out = args.out or work / f"{base.stem}-lora{args.lora_rank}.safetensors"
-    else:
-        out = args.out or (SHIPPED_BUNDLE if preset.name == "toyworld" else work / f"unidit-{preset.name}.safetensors")
+        return _train_lora(args, preset, work, args.base or SHIPPED_BUNDLE)
+    if args.subject or args.steps or args.base:
+        print("error: --subject, --steps and --from belong to LoRA training; add --lora-rank", file=sys.stderr)
+        return 2
+    out = args.out or (SHIPPED_BUNDLE if preset.name == "toyworld" else work / f"unidit-{preset.name}.safetensors")
     if out.exists() and not args.overwrite:
         print(f"error: {out} exists; pass --overwrite to replace it, or choose another --out", file=sys.stderr)
         return 2
-    if args.lora_rank is not None:
-        bundle = fine_tune_lora(ModelBundle.load(base), preset, work, args.lora_rank, args.seed)
-    else:
-        bundle = train_bundle(preset, work, args.seed)
+    bundle = train_bundle(preset, work, args.seed)
     bundle.save(out, overwrite=args.overwrite)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
     print(json.dumps(bundle.info, indent=2))
+    return 0
+
+
+def _train_lora(args, preset, work: Path, base: Path) -> int:
+    from ..bundle import ModelBundle
+    from ..lora import save_lora
+    from ..train.recipe import fine_tune_lora
+
+    subject = None
+    if args.subject:
+        subject = tuple(args.subject.lower().split())
+        if len(subject) != 2:
+            print(f"error: --subject takes a colour and a shape, e.g. 'red torus'; got {args.subject!r}",
+                  file=sys.stderr)
+            return 2
+    stem = f"{base.stem}-lora{args.lora_rank}" + (f"-{'-'.join(subject)}" if subject else "")
+    out = args.out or work / f"{stem}.safetensors"
+    if out.suffix != ".safetensors":
+        print(f"error: a LoRA is written as a .safetensors file; got --out {out}", file=sys.stderr)
+        return 2
+    if out.exists() and not args.overwrite:
+        print(f"error: {out} exists; pass --overwrite to replace it, or choose another --out", file=sys.stderr)
+        return 2
+    try:
+        layers, report = fine_tune_lora(ModelBundle.load(base), preset, work, args.lora_rank, args.seed,
+                                        subject=subject, steps=args.steps)
+    except ValueError as problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_lora(out, layers, {"base": base.name, "rank": str(args.lora_rank), "subject": report["subject"]},
+              overwrite=args.overwrite)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB, {len(layers)} layers); copy it to ComfyUI's "
+          f"models/loras to use it with the UniDiT LoRA node")
+    print(json.dumps(report, indent=2))
     return 0
 
 
