@@ -184,7 +184,7 @@ async def submit_workflow(workflow_path: Path, server: str, out: Path, overrides
         if not isinstance(definitions, dict):
             raise SubmitError("the server's /object_info is not an object of node definitions")
         names = {name: info.get("display_name", name) for name, info in definitions.items() if isinstance(info, dict)}
-        prompt = apply_overrides(to_api_prompt(workflow, definitions, names), overrides or [])
+        prompt = apply_overrides(to_api_prompt(workflow, definitions, names), overrides or [], definitions)
         payload = {"prompt": prompt, "client_id": connection.client_id}
         if is_ui_workflow(workflow):
             payload["extra_data"] = {"extra_pnginfo": {"workflow": workflow}}

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from unidit.runtime.host.run import run_workflow
+from unidit.runtime.host.run import run_workflow, standalone_nodes
 from unidit.runtime.host.workflow import apply_overrides, load_workflow
 from unidit.runtime.media.video import decode_video
 from server_testing import running_server
@@ -78,7 +78,8 @@ def test_wan_workflows_queue_on_unidit_serve(models, tmp_path):
         assert "wan2.2_ti2v_5B_fp16.safetensors" in info["diffusion_model"][0]
         assert info["vae"][0] == ["wan2.2_vae.safetensors", "wan_2.1_vae.safetensors"]
         for name in SMALL:
-            prompt = apply_overrides(load_workflow(ROOT / "workflows" / "api" / f"{name}.json"), SMALL[name])
+            prompt = apply_overrides(load_workflow(ROOT / "workflows" / "api" / f"{name}.json"), SMALL[name],
+                                     standalone_nodes())
             entry = server.wait_for_history(server.queue_prompt(prompt), timeout=300)
             assert entry["status"]["status_str"] == "success", entry["status"]
             paths = [server.folders["output"] / e["subfolder"] / e["filename"]

@@ -92,10 +92,10 @@ def test_overrides_by_id_title_or_unique_class():
     prompt = {"1": {"class_type": "Number", "inputs": {"value": 1}, "_meta": {"title": "first"}},
               "2": {"class_type": "Number", "inputs": {"value": 1}},
               "3": {"class_type": "Text", "inputs": {"text": "x", "mode": "upper"}}}
-    apply_overrides(prompt, ["1.value=5", "first.value=6", "Text.text=a blue ball", "2.value=[\"9\", 0]"])
+    apply_overrides(prompt, ["1.value=5", "first.value=6", "Text.text=a blue ball", "2.value=[\"9\", 0]"], NODES)
     assert prompt["1"]["inputs"]["value"] == 6 and prompt["3"]["inputs"]["text"] == "a blue ball"
     assert prompt["2"]["inputs"]["value"] == ["9", 0]
     with pytest.raises(WorkflowError, match="2 nodes"):
-        apply_overrides(prompt, ["Number.value=3"])
+        apply_overrides(prompt, ["Number.value=3"], NODES)
     with pytest.raises(WorkflowError, match="NODE.INPUT=VALUE"):
-        apply_overrides(prompt, ["seed=3"])
+        apply_overrides(prompt, ["seed=3"], NODES)
