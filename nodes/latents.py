@@ -1,10 +1,11 @@
 """Empty latents for each modality, and image conditioning (image -> video, image -> 3D)."""
 from __future__ import annotations
 
+from ..runtime import memory_budget
 from ..runtime.gaussians.camera import RIG_PRESETS
 from ..runtime.generate import condition_on_image, empty_latents
 from ..runtime.store import STORE
-from .types import CATEGORY, MODEL, latent_from_comfy, latent_to_comfy
+from .types import CATEGORY, MODEL, latent_from_comfy, latent_to_comfy, range_problem
 
 SIZE_STEP = 16  # the finest size multiple of any family (x4 autoencoder x 4 patch; x8 x 2)
 
@@ -32,6 +33,11 @@ class UniDiTEmptyImageLatent:
         return {"required": {"model": (MODEL,), "width": _size(64, "Width"), "height": _size(64, "Height"),
                              "batch_size": _batch()}}
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, width=64, height=64, batch_size=1):
+        return range_problem(cls, width=width, height=height, batch_size=batch_size) or memory_budget.frames_problem(
+            batch_size, 1, width, height, "The decoded images", "the width, height or batch size") or True
+
     def create(self, model, width, height, batch_size):
         return (latent_to_comfy(empty_latents(STORE.model(model, parts=()), "image", width, height, batch_size)),)
 
@@ -55,6 +61,12 @@ class UniDiTEmptyVideoLatent:
                               "tooltip": "Frame rate, kept with the latent for saving."}),
             "batch_size": _batch(),
         }}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, width=64, height=64, frames=9, batch_size=1):
+        return range_problem(cls, width=width, height=height, frames=frames, batch_size=batch_size) or \
+            memory_budget.frames_problem(batch_size, frames, width, height, "The decoded videos",
+                                         "the width, height, frames or batch size") or True
 
     def create(self, model, width, height, frames, fps, batch_size):
         latents = empty_latents(STORE.model(model, parts=()), "video", width, height, batch_size, frames=frames,
@@ -82,6 +94,12 @@ class UniDiTEmpty3DLatent:
                                                    "(0°) or orbit_high (40°)."}),
             "batch_size": _batch(),
         }}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, width=64, height=64, views=4, batch_size=1):
+        return range_problem(cls, width=width, height=height, views=views, batch_size=batch_size) or \
+            memory_budget.frames_problem(batch_size, views, width, height, "The decoded views",
+                                         "the width, height, views or batch size") or True
 
     def create(self, model, width, height, views, rig, batch_size):
         latents = empty_latents(STORE.model(model, parts=()), "3d", width, height, batch_size, rig=rig, views=views)

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import torch
 
-from ..runtime import comfy_bridge
+from ..runtime import comfy_bridge, memory_budget
 from ..runtime.gaussians.mesh import MeshConfig, splat_to_mesh
 from ..runtime.gaussians.render import RenderConfig, render_turntable
-from .types import CATEGORY, MESH, SPLAT, meshes_to_comfy, splat_from_comfy
+from .types import CATEGORY, MESH, SPLAT, meshes_to_comfy, range_problem, splat_from_comfy
 
+RENDERS, RENDER_SETTINGS = "The turntable renders", "the frames, width or height"
 BACKGROUNDS = {"white": (1.0, 1.0, 1.0), "grey": (0.5, 0.5, 0.5), "black": (0.0, 0.0, 0.0)}
 
 
@@ -32,8 +33,14 @@ class UniDiTRenderSplat:
             "background": (list(BACKGROUNDS), {"default": "white"}),
         }}
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, frames=24, width=256, height=256):
+        return range_problem(cls, frames=frames, width=width, height=height) or memory_budget.frames_problem(
+            1, frames, width, height, RENDERS, RENDER_SETTINGS) or True
+
     def render(self, splat, frames, width, height, elevation, distance, background):
         splats = splat_from_comfy(splat)
+        memory_budget.require_frames(splats.batch_size, frames, width, height, RENDERS, RENDER_SETTINGS)
         config = RenderConfig(background=BACKGROUNDS[background])
         images = []
         progress = comfy_bridge.Progress(splats.batch_size)
@@ -65,6 +72,12 @@ class UniDiTSplatToMesh:
             "target_faces": ("INT", {"default": 50000, "min": 0, "max": 2000000, "step": 1000,
                                      "tooltip": "Simplify to about this many faces (0 = keep all)."}),
         }}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, resolution=128):
+        return range_problem(cls, resolution=resolution) or memory_budget.problem(
+            resolution ** 3 * memory_budget.GRID_BYTES_PER_CELL, f"A {resolution}^3 density grid", "the resolution") \
+            or True
 
     def convert(self, splat, resolution, threshold, target_faces):
         splats = splat_from_comfy(splat)
