@@ -14,7 +14,8 @@ from unidit import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 from unidit.runtime.host.executor import input_spec, node_inputs
 
 SNAPSHOT = Path(__file__).parent / "snapshots" / "node_definitions.json"
-DYNAMIC_COMBOS = {("UniDiTLoader", "bundle")}  # options come from the files on disk
+# options come from the files on disk, or the devices of this machine
+DYNAMIC_COMBOS = {("UniDiTLoader", "bundle"), ("UniDiTLoader", "device"), ("UniDiTPartsLoader", "device")}
 
 
 def definition(name, cls) -> dict:

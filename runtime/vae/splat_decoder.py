@@ -42,10 +42,6 @@ class SplatDecoderConfig:
     def __post_init__(self):
         self.channels = tuple(int(c) for c in self.channels)
 
-    @property
-    def upsampling(self) -> int:
-        return 2 ** (len(self.channels) - 1)
-
     def to_dict(self) -> dict:
         data = asdict(self)
         data["channels"] = list(self.channels)
