@@ -13,7 +13,7 @@ is within every limit and needs terabytes. So the sizes are checked against a bu
 The budget, in this order: ``UNIDIT_MEMORY_BUDGET_GB``; the host's ``--memory-budget``; three quarters of this
 machine's RAM. It bounds host memory (where frames, splats and meshes live, and everything on a CPU device).
 
-Large images are also refused before they are decoded: :data:`MAX_IMAGE_PIXELS` (32 megapixels, an 8K frame)
+Large images are also refused before they are decoded: :data:`MAX_IMAGE_PIXELS` (33.6 megapixels, an 8K frame)
 is well below Pillow's decompression-bomb limit (179 megapixels), which alone would let one upload hold
 gigabytes. After decoding a large image the freed memory is handed back to the system
 (:func:`give_back_freed_memory`), so a server's footprint returns to where it was.
@@ -29,7 +29,7 @@ ENVIRONMENT = "UNIDIT_MEMORY_BUDGET_GB"
 DEFAULT_FRACTION = 0.75                  # of the machine's RAM, when nothing else is said
 FRAME_BYTES_PER_PIXEL = 2 * 3 * 4        # float32 RGB frames, and the copy a save or a preview makes of them
 GRID_BYTES_PER_CELL = 3 * 4              # Splat to Mesh: the density grid and the marching-cubes work on it
-MAX_IMAGE_PIXELS = 1 << 25               # decoded images: 32 megapixels
+MAX_IMAGE_PIXELS = 1 << 25               # decoded images: 33.6 megapixels (8192 x 4096)
 GIGABYTE = 1024 ** 3
 
 
@@ -103,8 +103,8 @@ def require_frames(batch: int, frames: int, width: int, height: int, what: str, 
 def check_image_size(width: int, height: int, name: str) -> None:
     """Refuse an image larger than :data:`MAX_IMAGE_PIXELS` before it is decoded."""
     if width * height > MAX_IMAGE_PIXELS:
-        raise OverMemoryBudget(f"{name} is {width}x{height} ({width * height / 1e6:.0f} megapixels); images of at "
-                               f"most {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels are decoded. Scale it down first.")
+        raise OverMemoryBudget(f"{name} is {width}x{height} ({width * height / 1e6:.1f} megapixels); images of at "
+                               f"most {MAX_IMAGE_PIXELS / 1e6:.1f} megapixels are decoded. Scale it down first.")
 
 
 def _libc():
