@@ -234,9 +234,11 @@ def decode_splats(model: FamilyModel, latents: Latents, min_opacity: float = 0.0
     if model.splat_decoder is None:
         raise ValueError(f"{model.capabilities.family} has no splat decoder; 3D needs a UniDiT bundle")
     samples = latents.samples.to(model.device, model.dtype)
-    splats = model.splat_decoder.decode(samples, latents.cameras, min_opacity=min_opacity)
-    for name in ("positions", "scales", "rotations", "opacities", "sh"):
-        require_finite(getattr(splats, name), f"The decoded splat's {name}", model)
+    decoder = model.splat_decoder
+    per_pixel = decoder.gaussians(decoder(samples), latents.cameras)
+    for name, values in per_pixel.items():  # before the faint ones are dropped: NaN opacities would drop silently
+        require_finite(values, f"The decoded splat's {name}", model)
+    splats = decoder.keep_opaque(per_pixel, samples.shape[0], min_opacity)
     return splats.to(device="cpu", dtype=torch.float32)
 
 

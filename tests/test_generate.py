@@ -87,3 +87,17 @@ def test_autoencoders_without_tiles_say_so(bundle):
     latents = run(bundle, empty_latents(bundle, "image", 32, 32))
     with pytest.raises(ValueError, match="decodes whole frames; set tile_size to 0"):
         decode_frames(bundle, latents, tile_size=16)
+
+
+def test_latents_or_frames_that_are_not_finite_are_an_error_not_black_frames(bundle):
+    from unidit.runtime.generate import NonFiniteOutput
+
+    latents = empty_latents(bundle, "image", 32, 32)
+    broken = type(latents)(torch.full_like(latents.samples, float("nan")), "image", latents.given)
+    with pytest.raises(NonFiniteOutput, match="The decoded frames of .* came out as NaN or infinity"):
+        decode_frames(bundle, broken)
+    views = empty_latents(bundle, "3d", 32, 32)
+    views.samples[0, 0, 0, 0, 0] = float("inf")
+    with pytest.raises(NonFiniteOutput, match="The decoded splat's .* NaN or infinity"):
+        decode_splats(bundle, views, min_opacity=0.0)
+    assert torch.isfinite(decode_frames(bundle, latents)).all()  # finite latents decode as before

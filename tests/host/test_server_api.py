@@ -329,6 +329,19 @@ def test_upload_then_view_with_comfyui_naming(server):
     assert to_output.json()["type"] == "output" and (server.folders["output"] / "out.png").read_bytes() == red
 
 
+def test_an_upload_with_overwrite_replaces_an_input_but_never_an_output(server):
+    red, blue = png((255, 0, 0)), png((0, 0, 255))
+    server.post("/api/upload/image", *multipart({"type": "output"}, filename="kept.png", data=red))
+    replacing = server.post("/api/upload/image", *multipart({"type": "output", "overwrite": "true"},
+                                                            filename="kept.png", data=blue))
+    assert replacing.json() == {"name": "kept (1).png", "subfolder": "", "type": "output"}
+    assert (server.folders["output"] / "kept.png").read_bytes() == red
+    assert (server.folders["output"] / "kept (1).png").read_bytes() == blue
+    server.post("/api/upload/image", *multipart({}, filename="mask.png", data=red))
+    replaced = server.post("/api/upload/image", *multipart({"overwrite": "1"}, filename="mask.png", data=blue))
+    assert replaced.json()["name"] == "mask.png" and (server.folders["input"] / "mask.png").read_bytes() == blue
+
+
 def test_html_is_served_as_a_download_not_a_page(server):
     (server.folders["output"] / "page.html").write_text("<script>alert(1)</script>")
     response = server.get("/api/view?filename=page.html")
