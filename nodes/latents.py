@@ -5,7 +5,7 @@ from ..runtime import memory_budget
 from ..runtime.gaussians.camera import RIG_PRESETS
 from ..runtime.generate import condition_on_image, empty_latents
 from ..runtime.store import STORE
-from .types import CATEGORY, MODEL, latent_from_comfy, latent_to_comfy, range_problem
+from .types import CATEGORY, latent_from_comfy, latent_to_comfy, model_input, range_problem
 
 SIZE_STEP = 16  # the finest size multiple of any family (x4 autoencoder x 4 patch; x8 x 2)
 
@@ -30,7 +30,7 @@ class UniDiTEmptyImageLatent:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"model": (MODEL,), "width": _size(64, "Width"), "height": _size(64, "Height"),
+        return {"required": {"model": model_input(), "width": _size(64, "Width"), "height": _size(64, "Height"),
                              "batch_size": _batch()}}
 
     @classmethod
@@ -53,7 +53,7 @@ class UniDiTEmptyVideoLatent:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "model": (MODEL,), "width": _size(64, "Width"), "height": _size(64, "Height"),
+            "model": model_input(), "width": _size(64, "Width"), "height": _size(64, "Height"),
             "frames": ("INT", {"default": 9, "min": 1, "max": 257, "step": 4,
                                "tooltip": "Frames of the video: 1, 5, 9, 13, ... The demo model was trained on 9, "
                                           "Wan 2.1 on 81 (16 fps), Wan 2.2 TI2V on 121 (24 fps)."}),
@@ -85,7 +85,7 @@ class UniDiTEmpty3DLatent:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "model": (MODEL,), "width": _size(64, "View width"), "height": _size(64, "View height"),
+            "model": model_input(), "width": _size(64, "View width"), "height": _size(64, "View height"),
             "views": ("INT", {"default": 4, "min": 1, "max": 16,
                               "tooltip": "Views around the object, evenly spaced; view 0 faces the front. The demo "
                                          "model was trained on 4."}),
@@ -118,7 +118,7 @@ class UniDiTImageCondition:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "model": (MODEL,),
+            "model": model_input(),
             "latent": ("LATENT", {"tooltip": "A UniDiT video or 3D latent."}),
             "image": ("IMAGE", {"tooltip": "One image for the whole batch, or one per item; resized to the "
                                            "latent's size."}),

@@ -22,15 +22,18 @@ class UniDiTRenderSplat:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "splat": (SPLAT,),
+            "splat": (SPLAT, {"tooltip": "A Gaussian splat, from UniDiT Decode Splat (or core's splat nodes)."}),
             "frames": ("INT", {"default": 24, "min": 1, "max": 360, "tooltip": "Views around the object."}),
-            "width": ("INT", {"default": 256, "min": 16, "max": 2048, "step": 8}),
-            "height": ("INT", {"default": 256, "min": 16, "max": 2048, "step": 8}),
+            "width": ("INT", {"default": 256, "min": 16, "max": 2048, "step": 8,
+                              "tooltip": "Width of each rendered frame in pixels."}),
+            "height": ("INT", {"default": 256, "min": 16, "max": 2048, "step": 8,
+                               "tooltip": "Height of each rendered frame in pixels."}),
             "elevation": ("FLOAT", {"default": 20.0, "min": -89.0, "max": 89.0, "step": 1.0,
                                     "tooltip": "Degrees above the object."}),
             "distance": ("FLOAT", {"default": 2.0, "min": 0.1, "max": 100.0, "step": 0.1,
                                    "tooltip": "Camera distance from the centre (the demo model's rig uses 2)."}),
-            "background": (list(BACKGROUNDS), {"default": "white"}),
+            "background": (list(BACKGROUNDS), {"default": "white",
+                                               "tooltip": "The colour behind the object."}),
         }}
 
     @classmethod
@@ -63,7 +66,7 @@ class UniDiTSplatToMesh:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "splat": (SPLAT,),
+            "splat": (SPLAT, {"tooltip": "A Gaussian splat, from UniDiT Decode Splat."}),
             "resolution": ("INT", {"default": 128, "min": 16, "max": 512, "step": 8,
                                    "tooltip": "Grid points along the longest side; more is finer and slower."}),
             "threshold": ("FLOAT", {"default": 0.5, "min": 0.01, "max": 2.0, "step": 0.01,

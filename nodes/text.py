@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 
 from ..runtime.store import STORE
-from .types import CATEGORY, MODEL, TEXT
+from .types import CATEGORY, TEXT, model_input
 
 log = logging.getLogger("unidit")
 
@@ -22,7 +22,7 @@ class UniDiTTextEncode:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "model": (MODEL, {"tooltip": "From UniDiT Loader."}),
+            "model": model_input(),
             "text": ("STRING", {"multiline": True, "default": "a red cube",
                                 "tooltip": "What to generate, e.g. 'a small green torus on white' or 'a bouncing "
                                            "blue ball'."}),

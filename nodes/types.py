@@ -49,6 +49,11 @@ class AnyType(str):
 ANY = AnyType("*")
 
 
+def model_input():
+    """The model socket every node but the loaders has."""
+    return (MODEL, {"tooltip": "The loaded model, from UniDiT Loader (or UniDiT Loader (separate files))."})
+
+
 def range_problem(cls, **values):
     """The first declared min / max that ``values`` break, as ComfyUI words it, else None. ComfyUI skips these
     checks for the inputs a node's ``VALIDATE_INPUTS`` takes, so such a node checks them itself with this."""

@@ -94,6 +94,10 @@ def test_every_node_explains_itself():
     for name, cls in NODE_CLASS_MAPPINGS.items():
         assert name.startswith("UniDiT") and len(cls.DESCRIPTION) > 30, name
         assert cls.CATEGORY.startswith("UniDiT"), name
+        declared = node_inputs(cls)
+        for section in ("required", "optional"):
+            for input_name, spec in declared[section].items():
+                assert len(input_spec(spec)[1].get("tooltip", "")) > 10, f"{name}.{input_name} has no tooltip"
 
 
 def comfyui_validate_node_input(received_type, input_type, strict=False) -> bool:

@@ -27,8 +27,10 @@ from typing import Any, Callable, Optional
 
 from .. import comfy_bridge, parallel
 from ..sampling.sampler import SamplingInterrupted
-from .validation import (PRIMITIVES, Declarations, Validation, input_spec, is_link, node_inputs,  # noqa: F401
-                         numeric_order, validate_prompt)
+from .validation import Declarations, Validation, input_spec, is_link, node_inputs, numeric_order, validate_prompt
+
+__all__ = ["Executor", "ExecutionResult", "FailedOnAnotherRank", "Validation", "validate_prompt", "node_inputs",
+           "input_spec"]  # the last four re-exported from .validation for the callers that run what they validate
 
 Emit = Callable[[str, dict], None]
 
