@@ -21,7 +21,7 @@ def test_bench_options_that_do_not_fit_are_refused_with_the_reason(argv, message
 
 
 ROOT = Path(__file__).resolve().parents[2]
-TEXT_TO_IMAGE = ROOT / "workflows" / "api" / "text_to_image.json"
+TEXT_TO_IMAGE = ROOT / "workflows" / "api" / "Text to image.json"
 
 
 def run_cli(tmp_path, workflow, *options) -> list:
