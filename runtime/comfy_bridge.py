@@ -182,6 +182,13 @@ def model_folders(kind: str) -> list[Path]:
     return standalone_model_folders([Path(p) for p in host().models_directories], kind)
 
 
+def register_model_folder() -> None:
+    """Inside ComfyUI, register ``models/unidit`` and create it now (the pack calls this when ComfyUI loads it),
+    so the folder the Loader names exists before anything asks for the list of bundles."""
+    if _comfy("folder_paths") is not None:
+        model_folders(MODEL_FOLDER)
+
+
 def standalone_model_folders(roots: list[Path], kind: str) -> list[Path]:
     """The folders of one kind under standalone ``--models`` roots (see :func:`model_folders`)."""
     if kind == MODEL_FOLDER:
