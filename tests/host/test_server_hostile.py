@@ -8,23 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from server_testing import TEST_NODES, multipart, running_server, solid_prompt
+from server_testing import TEST_NODES, chain, multipart, running_server, solid_prompt
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-class Invert:
-    """IMAGE -> IMAGE, to build long chains of valid links."""
-
-    RETURN_TYPES = ("IMAGE",)
-    FUNCTION = "run"
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"image": ("IMAGE",)}}
-
-    def run(self, image):
-        return (1 - image,)
 
 
 class BrokenDeclaration:
@@ -58,7 +44,7 @@ class BrokenSignature:
         return {}
 
 
-HOSTILE_NODES = {**TEST_NODES, "Invert": Invert, "BrokenDeclaration": BrokenDeclaration,
+HOSTILE_NODES = {**TEST_NODES, "BrokenDeclaration": BrokenDeclaration,
                  "BrokenSignature": BrokenSignature}
 PRIVATE = "/srv/private"
 
@@ -87,14 +73,6 @@ def prompt_body(prompt, **fields) -> dict:
 def with_inputs(node_id: str, **inputs) -> dict:
     prompt = solid_prompt(1, 2, 3)
     prompt[node_id]["inputs"].update(inputs)
-    return prompt
-
-
-def chain(length: int) -> dict:
-    prompt = {"0": {"class_type": "SolidImage", "inputs": {"red": 1, "green": 1, "blue": 1, "size": 1}}}
-    for index in range(1, length):
-        prompt[str(index)] = {"class_type": "Invert", "inputs": {"image": [str(index - 1), 0]}}
-    prompt["out"] = {"class_type": "SaveImage", "inputs": {"images": [str(length - 1), 0], "filename_prefix": "c"}}
     return prompt
 
 
