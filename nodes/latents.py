@@ -2,11 +2,12 @@
 -> video, image -> 3D, keyframes, continuing a clip)."""
 from __future__ import annotations
 
+from ..runtime import memory_budget
 from ..runtime.gaussians.camera import RIG_PRESETS
 from ..runtime.generate import (condition_on_image, continue_clip, empty_latents, encode_latents, give_frames,
                                 join_clips, parse_positions)
 from ..runtime.store import STORE
-from .types import CATEGORY, MODEL, latent_from_comfy, latent_to_comfy
+from .types import CATEGORY, latent_from_comfy, latent_to_comfy, model_input, range_problem
 
 SIZE_STEP = 16  # the finest size multiple of any family (x4 autoencoder x 4 patch; x8 x 2)
 
@@ -31,8 +32,13 @@ class UniDiTEmptyImageLatent:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"model": (MODEL,), "width": _size(64, "Width"), "height": _size(64, "Height"),
+        return {"required": {"model": model_input(), "width": _size(64, "Width"), "height": _size(64, "Height"),
                              "batch_size": _batch()}}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, width=64, height=64, batch_size=1):
+        return range_problem(cls, width=width, height=height, batch_size=batch_size) or memory_budget.frames_problem(
+            batch_size, 1, width, height, "The decoded images", "the width, height or batch size") or True
 
     def create(self, model, width, height, batch_size):
         return (latent_to_comfy(empty_latents(STORE.model(model, parts=()), "image", width, height, batch_size)),)
@@ -49,7 +55,7 @@ class UniDiTEmptyVideoLatent:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "model": (MODEL,), "width": _size(64, "Width"), "height": _size(64, "Height"),
+            "model": model_input(), "width": _size(64, "Width"), "height": _size(64, "Height"),
             "frames": ("INT", {"default": 9, "min": 1, "max": 257, "step": 4,
                                "tooltip": "Frames of the video: 1, 5, 9, 13, ... The demo model was trained on 9, "
                                           "Wan 2.1 on 81 (16 fps), Wan 2.2 TI2V on 121 (24 fps)."}),
@@ -57,6 +63,12 @@ class UniDiTEmptyVideoLatent:
                               "tooltip": "Frame rate, kept with the latent for saving."}),
             "batch_size": _batch(),
         }}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, width=64, height=64, frames=9, batch_size=1):
+        return range_problem(cls, width=width, height=height, frames=frames, batch_size=batch_size) or \
+            memory_budget.frames_problem(batch_size, frames, width, height, "The decoded videos",
+                                         "the width, height, frames or batch size") or True
 
     def create(self, model, width, height, frames, fps, batch_size):
         latents = empty_latents(STORE.model(model, parts=()), "video", width, height, batch_size, frames=frames,
@@ -75,7 +87,7 @@ class UniDiTEmpty3DLatent:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "model": (MODEL,), "width": _size(64, "View width"), "height": _size(64, "View height"),
+            "model": model_input(), "width": _size(64, "View width"), "height": _size(64, "View height"),
             "views": ("INT", {"default": 4, "min": 1, "max": 16,
                               "tooltip": "Views around the object, evenly spaced; view 0 faces the front. The demo "
                                          "model was trained on 4."}),
@@ -84,6 +96,12 @@ class UniDiTEmpty3DLatent:
                                                    "(0°) or orbit_high (40°)."}),
             "batch_size": _batch(),
         }}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, width=64, height=64, views=4, batch_size=1):
+        return range_problem(cls, width=width, height=height, views=views, batch_size=batch_size) or \
+            memory_budget.frames_problem(batch_size, views, width, height, "The decoded views",
+                                         "the width, height, views or batch size") or True
 
     def create(self, model, width, height, views, rig, batch_size):
         latents = empty_latents(STORE.model(model, parts=()), "3d", width, height, batch_size, rig=rig, views=views)
@@ -102,7 +120,7 @@ class UniDiTImageCondition:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "model": (MODEL,),
+            "model": model_input(),
             "latent": ("LATENT", {"tooltip": "A UniDiT video or 3D latent."}),
             "image": ("IMAGE", {"tooltip": "One image for the whole batch, or one per item; resized to the "
                                            "latent's size."}),
@@ -127,7 +145,7 @@ class UniDiTEncode:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "model": (MODEL,),
+            "model": model_input(),
             "images": ("IMAGE", {"tooltip": "Images, the frames of one clip, or the views of one object (view 0 "
                                             "the front). Sizes are centre-cropped to the model's multiple."}),
             "modality": (["image", "video", "3d"], {"default": "image",
@@ -159,7 +177,7 @@ class UniDiTKeyframes:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "model": (MODEL,),
+            "model": model_input(),
             "latent": ("LATENT", {"tooltip": "A UniDiT video or 3D latent (keyframes already on it are kept)."}),
             "images": ("IMAGE", {"tooltip": "One image per position (batch them with a Batch Images node); "
                                             "resized to the latent's size."}),
@@ -186,7 +204,7 @@ class UniDiTContinueClip:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "model": (MODEL,),
+            "model": model_input(),
             "clip": ("IMAGE", {"tooltip": "The frames so far, e.g. from UniDiT Decode."}),
             "overlap": ("INT", {"default": 1, "min": 1, "max": 129, "step": 4,
                                 "tooltip": "How many last frames the new clip starts with: 1, 5, 9, ... More "
@@ -198,6 +216,7 @@ class UniDiTContinueClip:
         }}
 
     def extend(self, model, clip, overlap, frames, fps):
+        memory_budget.require_frames(1, frames, clip.shape[2], clip.shape[1], "The continued clip", "the frames")
         loaded = STORE.model(model, ("autoencoder",), (1, 1, overlap, *clip.shape[1:3]))
         return (latent_to_comfy(continue_clip(loaded, clip, overlap, frames, fps)),)
 

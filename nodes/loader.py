@@ -4,8 +4,8 @@ from __future__ import annotations
 from ..runtime.families import ModelFiles
 from ..runtime.model_folders import available_bundles, available_loras, available_parts
 from ..runtime.previews import PREVIEW_METHODS
-from ..runtime.store import DTYPES, STORE
-from .types import CATEGORY, MODEL
+from ..runtime.store import DTYPES, STORE, available_devices
+from .types import ANY, CATEGORY, MODEL
 
 ATTENTION_CHOICES = ["sdpa", "flash_attn", "chunked", "comfy"]
 NONE = "none"
@@ -13,9 +13,9 @@ NONE = "none"
 
 def _runtime_widgets() -> dict:
     return {
-        "device": (["auto", "cpu", "cuda", "mps"], {"default": "auto",
-                                                    "tooltip": "auto: ComfyUI's device; standalone CUDA, else "
-                                                               "Apple's MPS, else the CPU."}),
+        "device": (available_devices(), {"default": "auto",
+                                         "tooltip": "auto: ComfyUI's device; standalone CUDA, else Apple's MPS, "
+                                                    "else the CPU. Only the devices this machine has are offered."}),
         "dtype": (["auto", *DTYPES], {"default": "auto",
                                       "tooltip": "The dtype to compute in. auto: fp32 on the CPU (half precision is "
                                                  "very slow there), bf16 or fp16 on CUDA. Weights stay as stored in "
@@ -168,7 +168,8 @@ class UniDiTUnloadModels:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {}, "optional": {"after": ("*", {"tooltip": "Any output to wait for."})}}
+        return {"required": {}, "optional": {"after": (ANY, {"tooltip": "Any output to wait for: the models are "
+                                                                        "unloaded once it is computed."})}}
 
     @classmethod
     def IS_CHANGED(cls, **kwargs):

@@ -5,7 +5,7 @@ import logging
 
 from ..runtime.store import STORE
 from ..runtime.text.tokenizer import unknown_words_note
-from .types import CATEGORY, MODEL, TEXT
+from .types import CATEGORY, TEXT, model_input
 
 log = logging.getLogger("unidit")
 
@@ -23,7 +23,7 @@ class UniDiTTextEncode:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "model": (MODEL, {"tooltip": "From UniDiT Loader."}),
+            "model": model_input(),
             "text": ("STRING", {"multiline": True, "default": "a red cube",
                                 "tooltip": "What to generate, e.g. 'a small green torus on white' or 'a bouncing "
                                            "blue ball'."}),

@@ -4,6 +4,10 @@ splats.
 These are the calls that the nodes, ``unidit demo`` and ``unidit eval`` make. They take a
 :class:`~.families.FamilyModel`, tensors and dataclasses; frames are float [N, T, H, W, 3] in 0..1 (sRGB), like
 ComfyUI's IMAGE.
+
+A model that computes NaN or infinity (broken weights, fp16 overflow) would otherwise yield black frames that
+look like a result: sampled latents, decoded frames and splats are checked and :class:`NonFiniteOutput` names
+the step and what to try.
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from typing import Callable, Optional
 import torch
 from einops import rearrange
 
+from . import memory_budget
 from .families import DenoiserConditioning, FamilyModel
 from .gaussians.camera import Cameras
 from .gaussians.splats import Splats
@@ -24,6 +29,23 @@ from .sampling.sampler import SamplerConfig, StepCallback, sample
 from .text.conditioning import TextConditioning
 
 log = logging.getLogger("unidit")
+
+
+class NonFiniteOutput(RuntimeError):
+    """A model computed NaN or infinite values."""
+
+
+def require_finite(values: torch.Tensor, what: str, model: FamilyModel) -> None:
+    """Raise :class:`NonFiniteOutput` when ``values`` hold NaN or infinity (``what`` produced them)."""
+    finite = torch.isfinite(values)
+    if bool(finite.all()):
+        return
+    bad = int((~finite).sum())
+    raise NonFiniteOutput(
+        f"{what} of {model.capabilities.family} came out as NaN or infinity ({bad} of {values.numel()} values), so "
+        f"there is no result to save. The model's weights may hold non-finite values (a damaged or badly converted "
+        f"file: check it with another workflow or load another copy), or {model.dtype} overflowed: try the Loader's "
+        f"dtype fp32 or bf16.".replace("torch.", ""))
 
 
 @dataclass
@@ -289,6 +311,7 @@ def generate(model: FamilyModel, latents: Latents, positive: TextConditioning,
     if step_cache is not None:
         log.info("UniDiT step cache: %d of %d denoiser calls reused the cached residual (threshold %g)",
                  step_cache.skipped, step_cache.calls, step_cache.threshold)
+    require_finite(result, "The sampled latents", model)
     return replace(latents, samples=result.cpu())
 
 
@@ -307,6 +330,11 @@ def decode_frames(model: FamilyModel, latents: Latents, tile_size: Optional[int]
         if not capabilities.spatial_tiles:
             raise ValueError(f"{capabilities.family}'s autoencoder decodes whole frames; set tile_size to 0")
         tiles = {"tile_size": tile_size, "tile_overlap": max(capabilities.spatial_factor, tile_size // 4)}
+    b, _, f, h, w = latents.samples.shape
+    count = f if latents.modality == "3d" else 1 + capabilities.temporal_factor * (f - 1)
+    size = capabilities.spatial_factor
+    memory_budget.require_frames(b, count, w * size, h * size, "The decoded frames",
+                                 "the width, height, frames, views or batch size")
     samples = latents.samples.to(model.device, model.dtype)
     if latents.modality == "3d":
         views = rearrange(samples, "b c v h w -> (b v) c 1 h w")
@@ -314,6 +342,7 @@ def decode_frames(model: FamilyModel, latents: Latents, tile_size: Optional[int]
         frames = rearrange(pixels, "(b v) c 1 h w -> b v h w c", b=samples.shape[0])
     else:
         frames = rearrange(model.autoencoder.decode(samples, **tiles), "b c t h w -> b t h w c")
+    require_finite(frames, "The decoded frames", model)
     return ((frames.float() + 1) / 2).clamp(0, 1).cpu()
 
 
@@ -325,7 +354,11 @@ def decode_splats(model: FamilyModel, latents: Latents, min_opacity: float = 0.0
     if model.splat_decoder is None:
         raise ValueError(f"{model.capabilities.family} has no splat decoder; 3D needs a UniDiT bundle")
     samples = latents.samples.to(model.device, model.dtype)
-    splats = model.splat_decoder.decode(samples, latents.cameras, min_opacity=min_opacity)
+    decoder = model.splat_decoder
+    per_pixel = decoder.gaussians(decoder(samples), latents.cameras)
+    for name, values in per_pixel.items():  # before the faint ones are dropped: NaN opacities would drop silently
+        require_finite(values, f"The decoded splat's {name}", model)
+    splats = decoder.keep_opaque(per_pixel, samples.shape[0], min_opacity)
     return splats.to(device="cpu", dtype=torch.float32)
 
 

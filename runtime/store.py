@@ -25,7 +25,7 @@ from typing import Optional, Union
 
 import torch
 
-from . import comfy_bridge
+from . import comfy_bridge, memory_budget
 from .families import FamilyModel, ModelFiles, Placement, load_model
 from .lora import read_lora
 from .model.attention import check_backend_name
@@ -124,6 +124,13 @@ class ModelStore:
                 model = self._load(handle)
             chosen = tuple(model.modules()) if parts is None else parts
             room = sum(model.activation_bytes(part, samples_shape, guided) for part in chosen) if samples_shape else 0
+            if room and model.device.type == "cpu" and not self._managed[handle.key].active:
+                # standalone on the CPU the device's memory is the host's (in ComfyUI its manager decides)
+                b, _, f, h, w = samples_shape
+                size = model.capabilities.spatial_factor
+                memory_budget.require(room, f"The {' and '.join(chosen)} of {model.capabilities.family} on {b} x {f} "
+                                            f"latent frames of {w * size}x{h * size}",
+                                      "the width, height, frames, views or batch size")
             self._managed[handle.key].ready(chosen, room)
             model.set_attention_backend(handle.attention)
             loras = [(self._lora(handle, model, identity), strength) for identity, strength in handle.loras]
@@ -181,9 +188,6 @@ class ModelStore:
         """How many models are resident."""
         return len(self._models)
 
-    def is_loaded(self, handle: ModelHandle) -> bool:
-        return handle.key in self._models
-
     def unload(self, handle: ModelHandle | None = None) -> int:
         """Drop one model (or all); returns how many were dropped."""
         with self._lock:
@@ -218,6 +222,11 @@ def check_device(device: str) -> str:
     if kind not in ("cpu", "cuda", "mps"):
         raise ValueError(f"unknown device {device!r}; choose auto, cpu, cuda (or cuda:N) or mps")
     return device
+
+
+def available_devices() -> list[str]:
+    """The device choices this machine has: auto and cpu, then cuda and mps where present."""
+    return ["auto", "cpu"] + (["cuda"] if torch.cuda.is_available() else []) + (["mps"] if _mps_available() else [])
 
 
 def _mps_available() -> bool:

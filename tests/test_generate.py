@@ -166,3 +166,17 @@ def test_continuing_a_clip_gives_its_last_frames_and_joining_drops_the_repeat(bu
         join_clips(clip, torch.rand(9, 16, 32, 3), 1)
     with pytest.raises(ValueError, match="overlap must be 0 .. 8"):
         join_clips(clip, second, 9)
+
+
+def test_latents_or_frames_that_are_not_finite_are_an_error_not_black_frames(bundle):
+    from unidit.runtime.generate import NonFiniteOutput
+
+    latents = empty_latents(bundle, "image", 32, 32)
+    broken = type(latents)(torch.full_like(latents.samples, float("nan")), "image", latents.given)
+    with pytest.raises(NonFiniteOutput, match="The decoded frames of .* came out as NaN or infinity"):
+        decode_frames(bundle, broken)
+    views = empty_latents(bundle, "3d", 32, 32)
+    views.samples[0, 0, 0, 0, 0] = float("inf")
+    with pytest.raises(NonFiniteOutput, match="The decoded splat's .* NaN or infinity"):
+        decode_splats(bundle, views, min_opacity=0.0)
+    assert torch.isfinite(decode_frames(bundle, latents)).all()  # finite latents decode as before

@@ -24,7 +24,7 @@ const FRONTEND_DEFAULT_GRAPHS = [
     + "VAEDecode,VAELoader",
   "CLIPTextEncode,CLIPTextEncode,CheckpointLoaderSimple,EmptyLatentImage,KSampler,SaveImage,VAEDecode",
 ];
-const STARTER_WORKFLOW = "/workflow_templates/unidit/text_to_image.json";
+const STARTER_WORKFLOW = "/workflow_templates/unidit/Text%20to%20image.json";
 
 let viewerModule = null;  // the one import() of the viewer, shared by all nodes
 

@@ -97,10 +97,11 @@ class Capabilities:
 class MemoryCost:
     """Device memory a run needs beside the weights, in units of the compute dtype's size: per token of one
     denoiser forward (both guidance branches count), and per output pixel of one decoded chunk (the autoencoder
-    decodes one latent frame at a time)."""
+    decodes one latent frame at a time, or whole clips when ``decodes_whole_clips``)."""
 
     per_token: int
     per_decoded_pixel: int
+    decodes_whole_clips: bool = False
 
 
 @dataclass
@@ -153,7 +154,9 @@ class FamilyModel:
             tokens = b * (2 if guided else 1) * f * self.capabilities.tokens_per_frame(h, w)
             return tokens * self.memory.per_token * itemsize
         if part == "autoencoder":
-            pixels = b * self.capabilities.temporal_factor * h * w * self.capabilities.spatial_factor ** 2
+            t = self.capabilities.temporal_factor
+            frames = 1 + t * (f - 1) if self.memory.decodes_whole_clips else t
+            pixels = b * frames * h * w * self.capabilities.spatial_factor ** 2
             return pixels * self.memory.per_decoded_pixel * itemsize
         return 0
 

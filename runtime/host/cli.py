@@ -66,6 +66,10 @@ def _add_compute_options(parser) -> None:
     parser.add_argument("--preview-method", choices=["none", "latent2rgb", "decode"], default="latent2rgb",
                         help="sampling previews: none, a cheap latent -> RGB projection, or a full decode "
                              "(default: %(default)s)")
+    parser.add_argument("--memory-budget", type=_positive_gb, default=None, metavar="GB",
+                        help="memory one generation may use: prompts whose sizes (pixels x frames x batch, tokens) "
+                             "need more are refused before they run (default: $UNIDIT_MEMORY_BUDGET_GB, else 3/4 of "
+                             "this machine's RAM)")
 
 
 def _positive_gb(text: str) -> float:
@@ -73,8 +77,8 @@ def _positive_gb(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of GB") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"the budget must be positive, got {text}")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"the budget must be a positive number of GB, got {text}")
     return value
 
 
@@ -88,7 +92,7 @@ def _compute_options(args):
             check_device(args.device)
         except ValueError as problem:
             raise SystemExit(f"error: {problem}") from None
-    return ComputeOptions(args.device, args.vram_budget, args.preview_method)
+    return ComputeOptions(args.device, args.vram_budget, args.preview_method, args.memory_budget)
 
 
 def _add_demo(subparsers) -> None:

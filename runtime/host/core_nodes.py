@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from .. import comfy_bridge
+from .. import comfy_bridge, memory_budget
 from ..media.image import prompt_text, save_png_images
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
@@ -52,12 +52,16 @@ class LoadImage:
         return True if _input_path(image) else f"Invalid image file: {image}"
 
     def load_image(self, image):
-        with Image.open(_input_path(image)) as opened:
-            picture = ImageOps.exif_transpose(opened)
-            rgba = picture.convert("RGBA")
-        array = np.asarray(rgba).astype(np.float32) / 255.0
-        pixels = torch.from_numpy(array[..., :3].copy())[None]
-        mask = 1.0 - torch.from_numpy(array[..., 3].copy())[None]
+        try:
+            with Image.open(_input_path(image)) as opened:
+                memory_budget.check_image_size(*opened.size, image)  # before decoding
+                picture = ImageOps.exif_transpose(opened)
+                rgba = np.asarray(picture.convert("RGBA"))
+            pixels = torch.from_numpy(rgba[..., :3].astype(np.float32) / 255.0)[None]
+            mask = 1.0 - torch.from_numpy(rgba[..., 3].astype(np.float32) / 255.0)[None]
+            del rgba
+        finally:
+            memory_budget.give_back_freed_memory()
         return (pixels, mask)
 
 
