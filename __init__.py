@@ -5,10 +5,11 @@ ComfyUI imports this folder as a package under an arbitrary name, so every impor
 from pathlib import Path
 
 from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
-from .runtime.comfy_bridge import install_example_inputs
+from .runtime.comfy_bridge import install_example_inputs, register_model_folder
 
 WEB_DIRECTORY = "./web"
 
 install_example_inputs(Path(__file__).parent / "workflows" / "input")
+register_model_folder()
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]

@@ -4,8 +4,9 @@ Class names never change once released, nor the order of their widgets (workflow
 position); tests/test_node_definitions.py guards both against a committed snapshot.
 """
 from .decode import UniDiTDecode, UniDiTDecodeSplat
-from .latents import UniDiTEmpty3DLatent, UniDiTEmptyImageLatent, UniDiTEmptyVideoLatent, UniDiTImageCondition
-from .loader import UniDiTLoader, UniDiTPartsLoader, UniDiTUnloadModels
+from .latents import (UniDiTContinueClip, UniDiTEmpty3DLatent, UniDiTEmptyImageLatent, UniDiTEmptyVideoLatent,
+                      UniDiTEncode, UniDiTImageCondition, UniDiTJoinClips, UniDiTKeyframes)
+from .loader import UniDiTLoader, UniDiTLoRA, UniDiTPartsLoader, UniDiTUnloadModels
 from .sampling import UniDiTGuidance, UniDiTSampler
 from .save import UniDiTSaveImage, UniDiTSaveMesh, UniDiTSaveSplat, UniDiTSaveVideo
 from .splats import UniDiTRenderSplat, UniDiTSplatToMesh
@@ -14,11 +15,16 @@ from .text import UniDiTTextEncode
 NODE_DISPLAY_NAME_MAPPINGS = {
     "UniDiTLoader": "UniDiT Loader",
     "UniDiTPartsLoader": "UniDiT Loader (separate files)",
+    "UniDiTLoRA": "UniDiT LoRA",
     "UniDiTTextEncode": "UniDiT Text Encode",
     "UniDiTEmptyImageLatent": "UniDiT Empty Image Latent",
     "UniDiTEmptyVideoLatent": "UniDiT Empty Video Latent",
     "UniDiTEmpty3DLatent": "UniDiT Empty 3D Latent",
+    "UniDiTEncode": "UniDiT Encode",
     "UniDiTImageCondition": "UniDiT Image Condition",
+    "UniDiTKeyframes": "UniDiT Keyframes",
+    "UniDiTContinueClip": "UniDiT Continue Clip",
+    "UniDiTJoinClips": "UniDiT Join Clips",
     "UniDiTGuidance": "UniDiT Guidance",
     "UniDiTSampler": "UniDiT Sampler",
     "UniDiTDecode": "UniDiT Decode",

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..runtime.generate import decode_frames, decode_splats
 from ..runtime.store import STORE
-from .types import CATEGORY, MODEL, SPLAT, flatten_frames, latent_from_comfy, splat_to_comfy
+from .types import CATEGORY, SPLAT, flatten_frames, latent_from_comfy, model_input, splat_to_comfy
 
 
 class UniDiTDecode:
@@ -18,7 +18,9 @@ class UniDiTDecode:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"model": (MODEL,), "latent": ("LATENT",)},
+        return {"required": {"model": model_input(),
+                             "latent": ("LATENT", {"tooltip": "Latents from UniDiT Sampler (or any UniDiT "
+                                                              "latent)."})},
                 "optional": {"tile_size": ("INT", {"default": 0, "min": 0, "max": 4096, "step": 32,
                                                    "tooltip": "0 decodes whole frames. Otherwise decode in "
                                                               "overlapping tiles of this many pixels (a quarter "
@@ -43,7 +45,7 @@ class UniDiTDecodeSplat:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "model": (MODEL,),
+            "model": model_input(),
             "latent": ("LATENT", {"tooltip": "A UniDiT 3D latent (after sampling)."}),
             "min_opacity": ("FLOAT", {"default": 0.05, "min": 0.0, "max": 1.0, "step": 0.01,
                                       "tooltip": "Drop fainter Gaussians (the background's)."}),

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 from ..runtime.families import ModelFiles
-from ..runtime.model_folders import available_bundles, available_parts
+from ..runtime.model_folders import available_bundles, available_loras, available_parts
 from ..runtime.previews import PREVIEW_METHODS
-from ..runtime.store import DTYPES, STORE
-from .types import CATEGORY, MODEL
+from ..runtime.store import DTYPES, STORE, available_devices
+from .types import ANY, CATEGORY, MODEL
 
 ATTENTION_CHOICES = ["sdpa", "flash_attn", "chunked", "comfy"]
 NONE = "none"
@@ -13,9 +13,9 @@ NONE = "none"
 
 def _runtime_widgets() -> dict:
     return {
-        "device": (["auto", "cpu", "cuda", "mps"], {"default": "auto",
-                                                    "tooltip": "auto: ComfyUI's device; standalone CUDA, else "
-                                                               "Apple's MPS, else the CPU."}),
+        "device": (available_devices(), {"default": "auto",
+                                         "tooltip": "auto: ComfyUI's device; standalone CUDA, else Apple's MPS, "
+                                                    "else the CPU. Only the devices this machine has are offered."}),
         "dtype": (["auto", *DTYPES], {"default": "auto",
                                       "tooltip": "The dtype to compute in. auto: fp32 on the CPU (half precision is "
                                                  "very slow there), bf16 or fp16 on CUDA. Weights stay as stored in "
@@ -126,6 +126,38 @@ class UniDiTPartsLoader:
         return (handle,)
 
 
+class UniDiTLoRA:
+    DESCRIPTION = ("Applies a LoRA to the model's diffusion model with a strength. The base weights stay as they are "
+                   "(the LoRA is added while sampling), so LoRAs switch without reloading and an unplugged one is "
+                   "gone. Chain several to stack them. Reads LoRAs written by `unidit train --lora-rank` and the "
+                   "diffusers/PEFT (lora_A/lora_B) and kohya (lora_down/lora_up, alpha) layouts shared for Wan.")
+    CATEGORY = f"{CATEGORY}/loaders"
+    RETURN_TYPES = (MODEL,)
+    RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("The model with this LoRA (and any before it) applied.",)
+    FUNCTION = "apply"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": (MODEL, {"tooltip": "From a UniDiT Loader (or another UniDiT LoRA)."}),
+            "lora_name": (sorted(available_loras()), {"tooltip": "A LoRA from ComfyUI's models/loras folder (or the "
+                                                                 "pack's models/loras)."}),
+            "strength": ("FLOAT", {"default": 1.0, "min": -5.0, "max": 5.0, "step": 0.05,
+                                   "tooltip": "How much of the LoRA to add: 1 as trained, 0 none (the base model "
+                                              "exactly), negative to push away from it."}),
+        }}
+
+    def apply(self, model, lora_name, strength):
+        found = available_loras()
+        if lora_name not in found:
+            raise FileNotFoundError(f"LoRA {lora_name!r} not found; put it in ComfyUI's models/loras folder "
+                                    f"(found: {', '.join(sorted(found)) or 'none'})")
+        handle = model.with_lora(found[lora_name], strength)
+        STORE.model(handle, parts=())  # reads the file now, so a LoRA that does not fit fails on this node
+        return (handle,)
+
+
 class UniDiTUnloadModels:
     DESCRIPTION = ("Unloads every UniDiT model from memory (the next run loads it again). Connect anything to "
                    "'after' to unload once that output is done.")
@@ -136,7 +168,8 @@ class UniDiTUnloadModels:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {}, "optional": {"after": ("*", {"tooltip": "Any output to wait for."})}}
+        return {"required": {}, "optional": {"after": (ANY, {"tooltip": "Any output to wait for: the models are "
+                                                                        "unloaded once it is computed."})}}
 
     @classmethod
     def IS_CHANGED(cls, **kwargs):

@@ -10,7 +10,7 @@ from ..runtime.sampling.guidance import GuidanceConfig
 from ..runtime.sampling.sampler import SamplerConfig
 from ..runtime.sampling.solvers import SOLVER_DESCRIPTIONS, SOLVERS
 from ..runtime.store import STORE
-from .types import CATEGORY, GUIDANCE, MODEL, TEXT, Guidance, latent_from_comfy, latent_to_comfy
+from .types import CATEGORY, GUIDANCE, TEXT, Guidance, latent_from_comfy, latent_to_comfy, model_input
 
 log = logging.getLogger("unidit")
 
@@ -57,7 +57,7 @@ class UniDiTSampler:
     def INPUT_TYPES(cls):
         solvers = "; ".join(f"{name}: {text}" for name, text in SOLVER_DESCRIPTIONS.items())
         return {"required": {
-            "model": (MODEL,),
+            "model": model_input(),
             "positive": (TEXT, {"tooltip": "The prompt, from UniDiT Text Encode."}),
             "latent": ("LATENT", {"tooltip": "From a UniDiT Empty Latent or Image Condition node."}),
             "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,

@@ -38,7 +38,9 @@ class UniDiTSaveImage:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"images": ("IMAGE",), "filename_prefix": _prefix("UniDiT")}, "hidden": HIDDEN}
+        return {"required": {"images": ("IMAGE", {"tooltip": "The images to save, from UniDiT Decode or any IMAGE "
+                                                             "output."}),
+                             "filename_prefix": _prefix("UniDiT")}, "hidden": HIDDEN}
 
     def save(self, images, filename_prefix, prompt=None, extra_pnginfo=None):
         saved = save_png_images(images, comfy_bridge.output_directory(), filename_prefix,
@@ -57,7 +59,8 @@ class UniDiTSaveVideo:
     def INPUT_TYPES(cls):
         return {"required": {
             "images": ("IMAGE", {"tooltip": "All frames of the video, in order."}),
-            "fps": ("FLOAT", {"default": 8.0, "min": 1.0, "max": 120.0, "step": 1.0}),
+            "fps": ("FLOAT", {"default": 8.0, "min": 1.0, "max": 120.0, "step": 1.0,
+                              "tooltip": "Frames per second; connect UniDiT Decode's fps to keep the latent's."}),
             "format": (list(VIDEO_FORMATS), {"default": "mp4",
                                              "tooltip": "mp4 plays everywhere; webm is smaller; webp is an "
                                                         "animated image."}),
@@ -89,8 +92,12 @@ class UniDiTSaveSplat:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"splat": (SPLAT,), "format": (list(SPLAT_WRITERS), {"default": "ply"}),
-                             "filename_prefix": _prefix("UniDiT")}}
+        return {"required": {
+            "splat": (SPLAT, {"tooltip": "The Gaussian splat to save, from UniDiT Decode Splat."}),
+            "format": (list(SPLAT_WRITERS), {"default": "ply",
+                                             "tooltip": "ply: 3DGS PLY, opens almost everywhere; spz: compact "
+                                                        "(about 10x smaller); splat: the antimatter15 .splat layout."}),
+            "filename_prefix": _prefix("UniDiT")}}
 
     def save(self, splat, format, filename_prefix):
         splats = splat_from_comfy(splat)
@@ -108,8 +115,13 @@ class UniDiTSaveMesh:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"mesh": (MESH,), "format": (list(MESH_FORMATS), {"default": "glb"}),
-                             "filename_prefix": _prefix("UniDiT")}}
+        return {"required": {
+            "mesh": (MESH, {"tooltip": "The mesh to save, from UniDiT Splat to Mesh (or core's MESH)."}),
+            "format": (list(MESH_FORMATS), {"default": "glb",
+                                            "tooltip": "glb: one file with normals, colours and a material (Blender, "
+                                                       "three.js, the viewer here); obj, ply: vertex colours; stl: "
+                                                       "shape only (3D printing)."}),
+            "filename_prefix": _prefix("UniDiT")}}
 
     def save(self, mesh, format, filename_prefix):
         files = (mesh_bytes(item, format) for item in meshes_from_comfy(mesh))

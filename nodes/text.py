@@ -4,7 +4,8 @@ from __future__ import annotations
 import logging
 
 from ..runtime.store import STORE
-from .types import CATEGORY, MODEL, TEXT
+from ..runtime.text.tokenizer import unknown_words_note
+from .types import CATEGORY, TEXT, model_input
 
 log = logging.getLogger("unidit")
 
@@ -22,7 +23,7 @@ class UniDiTTextEncode:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "model": (MODEL, {"tooltip": "From UniDiT Loader."}),
+            "model": model_input(),
             "text": ("STRING", {"multiline": True, "default": "a red cube",
                                 "tooltip": "What to generate, e.g. 'a small green torus on white' or 'a bouncing "
                                            "blue ball'."}),
@@ -30,7 +31,7 @@ class UniDiTTextEncode:
 
     def encode(self, model, text):
         loaded = STORE.model(model, parts=("text_encoder",))
-        unknown = loaded.unknown_words(text)
-        if unknown:
-            log.warning("UniDiT: the model does not know the words %s; they are ignored", ", ".join(unknown))
-        return (loaded.encode_prompts([text]),)
+        note = unknown_words_note(loaded.unknown_words(text))
+        if note:
+            log.warning("UniDiT: %s", note)
+        return {"ui": {"text": [note] if note else []}, "result": (loaded.encode_prompts([text]),)}

@@ -35,6 +35,39 @@ MESH = "MESH"
 CATEGORY = "UniDiT"
 
 
+class AnyType(str):
+    """The socket type that accepts any output ("*"). ComfyUI's validation compares types with ``!=`` first and
+    only then as comma-separated sets, in which a plain "*" overlaps nothing (0.3.64 refuses every link to it);
+    this "*" is never unequal to a type, so every link passes there, as it does in this host and in the editor."""
+
+    def __ne__(self, other) -> bool:
+        return False
+
+    __hash__ = str.__hash__
+
+
+ANY = AnyType("*")
+
+
+def model_input():
+    """The model socket every node but the loaders has."""
+    return (MODEL, {"tooltip": "The loaded model, from UniDiT Loader (or UniDiT Loader (separate files))."})
+
+
+def range_problem(cls, **values):
+    """The first declared min / max that ``values`` break, as ComfyUI words it, else None. ComfyUI skips these
+    checks for the inputs a node's ``VALIDATE_INPUTS`` takes, so such a node checks them itself with this."""
+    declared = cls.INPUT_TYPES()
+    specs = {**declared.get("required", {}), **declared.get("optional", {})}
+    for name, value in values.items():
+        options = specs[name][1] if len(specs[name]) > 1 else {}
+        if "min" in options and value < options["min"]:
+            return f"{name}: Value {value} smaller than min of {options['min']}"
+        if "max" in options and value > options["max"]:
+            return f"{name}: Value {value} bigger than max of {options['max']}"
+    return None
+
+
 @dataclass
 class Guidance:
     """Classifier-free guidance settings and the negative prompt (None: the empty prompt)."""

@@ -45,15 +45,19 @@ ProgressFn = Callable[[str, int, int, Optional[Any]], None]
 
 @dataclass(frozen=True)
 class ComputeOptions:
-    """Where and how a standalone host computes (``--device``, ``--vram-budget``, ``--preview-method``)."""
+    """Where and how a standalone host computes (``--device``, ``--vram-budget``, ``--preview-method``,
+    ``--memory-budget``)."""
 
     device: Optional[str] = None               # None / "auto", "cpu", "cuda", "cuda:1", "mps"
     vram_budget_gb: Optional[float] = None     # device memory the weights may use; the rest is streamed
     preview_method: str = "latent2rgb"         # "none", "latent2rgb" or "decode"
+    memory_budget_gb: Optional[float] = None   # what one generation may use (runtime/memory_budget.py)
 
     def __post_init__(self):
         if self.vram_budget_gb is not None and self.vram_budget_gb <= 0:
             raise ValueError(f"the VRAM budget must be a positive number of GB, got {self.vram_budget_gb}")
+        if self.memory_budget_gb is not None and not 0 < self.memory_budget_gb < float("inf"):
+            raise ValueError(f"the memory budget must be a positive number of GB, got {self.memory_budget_gb}")
         if self.preview_method not in ("none", "latent2rgb", "decode"):
             raise ValueError(f"unknown preview method {self.preview_method!r}; choose none, latent2rgb or decode")
 
@@ -139,7 +143,7 @@ def should_stop() -> bool:
 
 MODEL_FOLDER = "unidit"
 # ComfyUI's model folders that UniDiT reads: its own bundles, and the parts of other families' models.
-MODEL_KINDS = (MODEL_FOLDER, "diffusion_models", "text_encoders", "vae", "diffusers")
+MODEL_KINDS = (MODEL_FOLDER, "diffusion_models", "text_encoders", "vae", "diffusers", "loras")
 
 
 def output_directory() -> Path:
@@ -176,6 +180,13 @@ def model_folders(kind: str) -> list[Path]:
             return []
         return [Path(p) for p in folder_paths.get_folder_paths(kind)]
     return standalone_model_folders([Path(p) for p in host().models_directories], kind)
+
+
+def register_model_folder() -> None:
+    """Inside ComfyUI, register ``models/unidit`` and create it now (the pack calls this when ComfyUI loads it),
+    so the folder the Loader names exists before anything asks for the list of bundles."""
+    if _comfy("folder_paths") is not None:
+        model_folders(MODEL_FOLDER)
 
 
 def standalone_model_folders(roots: list[Path], kind: str) -> list[Path]:
@@ -263,6 +274,11 @@ class ManagedModules:
             self._patchers[name] = patcher.ModelPatcher(module, load_device=device, offload_device=offload,
                                                         size=management.module_size(module))
 
+    @property
+    def active(self) -> bool:
+        """Whether ComfyUI's memory manager holds these parts (inside ComfyUI)."""
+        return bool(self._patchers)
+
     def ready(self, parts=None, memory_required: int = 0) -> None:
         """Put ``parts`` (names, default all) on the device, with ``memory_required`` bytes of room left for
         the computation; ComfyUI frees other models as needed and loads a part partly when it cannot fit."""
@@ -335,13 +351,3 @@ def core_type(name: str):
         found = getattr(hunyuan, "MESH", None) if hunyuan is not None else None
     return found
 
-
-def video_from_frames(frames, fps: float):
-    """Core's VIDEO value for frames [T, H, W, 3] where the core has one, else None."""
-    latest = _comfy("comfy_api.latest")
-    if latest is None or not hasattr(latest, "InputImpl"):
-        return None
-    from fractions import Fraction
-
-    components = latest.Types.VideoComponents(images=frames, frame_rate=Fraction(fps).limit_denominator(1001))
-    return latest.InputImpl.VideoFromComponents(components)

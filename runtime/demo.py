@@ -21,6 +21,7 @@ from .media.video import encode_video
 from .sampling.guidance import GuidanceConfig
 from .sampling.sampler import SamplerConfig
 from .store import DTYPES, check_device, resolve_dtype
+from .text.tokenizer import unknown_words_note
 
 
 def run_demo(prompt: str, output_dir: Path, bundle_path: Optional[Path] = None, seed: int = 0,
@@ -38,6 +39,7 @@ def run_demo(prompt: str, output_dir: Path, bundle_path: Optional[Path] = None, 
     sampler = SamplerConfig(solver=d.solver, steps=d.steps)
     guidance = GuidanceConfig(scale=d.guidance)
     positive, negative = model.encode_prompts([prompt]), model.encode_prompts([d.negative_prompt])
+    note = unknown_words_note(model.unknown_words(prompt))
     stages = ("image", "video", "3d")
     bar = tqdm(total=len(stages) * sampler.steps, desc="demo", disable=not progress, dynamic_ncols=True)
 
@@ -60,4 +62,5 @@ def run_demo(prompt: str, output_dir: Path, bundle_path: Optional[Path] = None, 
     outputs["mesh"] = save_output(output_dir, "unidit_mesh", "glb", mesh_bytes(mesh, "glb"))[0]
     bar.close()
     outputs["seconds"] = round(time.perf_counter() - started, 2)
+    outputs["note"] = note
     return outputs

@@ -4,11 +4,14 @@ Every file UniDiT writes (images, videos, splats, meshes) goes through :func:`wr
 sees a half-written file and a user's earlier output is never replaced. :func:`store_unique` keeps files that
 arrive with a name of their own (uploads, downloads) the same way; :func:`replace_atomic` is for the few files
 that are meant to be replaced (settings, an upload with ``overwrite``).
+
+Files get the permissions of any new file of the process (0666 less the umask: 0644 with the usual 022), as
+ComfyUI's outputs do; the temporary file is created with them, not narrowed to the owner and widened later.
 """
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from pathlib import Path
 
 
@@ -38,7 +41,7 @@ def replace_atomic(path: str | os.PathLike, data: bytes) -> Path:
 def _write_then(path: Path, data: bytes, publish) -> None:
     """Write ``data`` to a temporary file next to ``path``, flush it to disk, then ``publish(temporary, path)``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    descriptor, temporary = _create_temporary(path)
     try:
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(data)
@@ -48,6 +51,18 @@ def _write_then(path: Path, data: bytes, publish) -> None:
     finally:
         if os.path.exists(temporary):
             os.unlink(temporary)
+
+
+def _create_temporary(path: Path) -> tuple[int, str]:
+    """A new hidden file next to ``path``, opened for writing, with the process's default permissions."""
+    for _ in range(100):
+        temporary = str(path.parent / f".unidit-{secrets.token_hex(8)}.partial")
+        try:
+            return os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), \
+                temporary
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"could not create a temporary file next to {path}")
 
 
 def store_unique(folder: str | os.PathLike, name: str, data: bytes, attempts: int = 10_000) -> Path:

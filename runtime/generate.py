@@ -4,6 +4,10 @@ splats.
 These are the calls that the nodes, ``unidit demo`` and ``unidit eval`` make. They take a
 :class:`~.families.FamilyModel`, tensors and dataclasses; frames are float [N, T, H, W, 3] in 0..1 (sRGB), like
 ComfyUI's IMAGE.
+
+A model that computes NaN or infinity (broken weights, fp16 overflow) would otherwise yield black frames that
+look like a result: sampled latents, decoded frames and splats are checked and :class:`NonFiniteOutput` names
+the step and what to try.
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from typing import Callable, Optional
 import torch
 from einops import rearrange
 
+from . import memory_budget
 from .families import DenoiserConditioning, FamilyModel
 from .gaussians.camera import Cameras
 from .gaussians.splats import Splats
@@ -24,6 +29,23 @@ from .sampling.sampler import SamplerConfig, StepCallback, sample
 from .text.conditioning import TextConditioning
 
 log = logging.getLogger("unidit")
+
+
+class NonFiniteOutput(RuntimeError):
+    """A model computed NaN or infinite values."""
+
+
+def require_finite(values: torch.Tensor, what: str, model: FamilyModel) -> None:
+    """Raise :class:`NonFiniteOutput` when ``values`` hold NaN or infinity (``what`` produced them)."""
+    finite = torch.isfinite(values)
+    if bool(finite.all()):
+        return
+    bad = int((~finite).sum())
+    raise NonFiniteOutput(
+        f"{what} of {model.capabilities.family} came out as NaN or infinity ({bad} of {values.numel()} values), so "
+        f"there is no result to save. The model's weights may hold non-finite values (a damaged or badly converted "
+        f"file: check it with another workflow or load another copy), or {model.dtype} overflowed: try the Loader's "
+        f"dtype fp32 or bf16.".replace("torch.", ""))
 
 
 @dataclass
@@ -95,28 +117,148 @@ def encode_frames(model: FamilyModel, frames: torch.Tensor) -> torch.Tensor:
     return model.autoencoder.encode(pixels).float().cpu()
 
 
-def condition_on_image(model: FamilyModel, latents: Latents, images: torch.Tensor) -> Latents:
-    """Make ``images`` [N, H, W, 3] (0..1) the given first frame (video) or first view (3D) of every item.
+def fit_frames(model: FamilyModel, frames: torch.Tensor, what: str = "images") -> torch.Tensor:
+    """Frames [N, H, W, 3] centre-cropped to the model's size multiple (as ComfyUI's VAE Encode crops)."""
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"{what} must be an IMAGE batch [N, H, W, 3] (RGB), got shape {tuple(frames.shape)}")
+    multiple = model.capabilities.size_multiple
+    height, width = frames.shape[1:3]
+    fitted_h, fitted_w = height // multiple * multiple, width // multiple * multiple
+    if fitted_h == 0 or fitted_w == 0:
+        raise ValueError(f"{what} of {width}x{height} are smaller than {model.capabilities.family}'s size multiple "
+                         f"({multiple})")
+    if (fitted_h, fitted_w) != (height, width):
+        log.info("UniDiT: %s cropped from %dx%d to %dx%d (multiples of %d)", what, width, height, fitted_w, fitted_h,
+                 multiple)
+        top, left = (height - fitted_h) // 2, (width - fitted_w) // 2
+        frames = frames[:, top:top + fitted_h, left:left + fitted_w]
+    return frames.clamp(0, 1)
 
-    N = 1 conditions the whole batch on one image; otherwise N must equal the batch size.
+
+def encode_latents(model: FamilyModel, frames: torch.Tensor, modality: str, fps: Optional[float] = None,
+                   rig: Optional[str] = None) -> Latents:
+    """IMAGE frames [N, H, W, 3] (0..1) -> latents: N images (a batch of N), one clip of N frames (1 + 4k; the
+    frames beyond the last whole group are dropped) or the N views of a 3D rig. Sampling them with denoise < 1
+    is image -> image, video -> video or views -> views."""
+    capabilities = model.capabilities
+    capabilities.check_modality(modality)
+    frames = fit_frames(model, frames)
+    count, height, width = frames.shape[:3]
+    cameras = None
+    if modality == "image":
+        samples = encode_frames(model, frames.unsqueeze(1))
+    elif modality == "video":
+        usable = 1 + (count - 1) // capabilities.temporal_factor * capabilities.temporal_factor
+        if usable != count:
+            log.warning("UniDiT: a clip of %d frames is encoded as its first %d (clips have 1 + %dk frames)", count,
+                        usable, capabilities.temporal_factor)
+        samples = encode_frames(model, frames[:usable].unsqueeze(0))
+    else:
+        cameras = model.rig(width, height, rig, views=count)
+        samples = encode_frames(model, frames.unsqueeze(1)).transpose(0, 2)   # [1, C, V, h, w]: views along F
+    given = torch.zeros(samples.shape[0], samples.shape[2], dtype=torch.bool)
+    return Latents(samples, modality, given, None, cameras, fps if modality == "video" else None)
+
+
+def parse_positions(text: str) -> list[int]:
+    """ "0, -1" -> [0, -1]: frame (or view) indices, negative ones counted from the end."""
+    try:
+        positions = [int(part) for part in text.replace(";", ",").split(",") if part.strip()]
+    except ValueError:
+        raise ValueError(f"positions must be whole numbers separated by commas, like '0, -1'; got {text!r}") from None
+    if not positions:
+        raise ValueError("give at least one position, like '0' (the first frame) or '0, -1' (first and last)")
+    return positions
+
+
+def give_frames(model: FamilyModel, latents: Latents, images: torch.Tensor, positions: list[int]) -> Latents:
+    """Hold ``images`` [N, H, W, 3] at pixel frames ``positions`` of a video (or views of 3D latents) while sampling.
+
+    One image per position serves the whole batch; with one position, N may also equal the batch size (an image
+    per item). A video's latent frame 0 is pixel frame 0 alone and latent frame j >= 1 stands for pixel frames
+    4j - 3 .. 4j (temporal factor 4), so an image at pixel frame p > 0 is encoded as a still clip [image x 5] whose
+    second latent frame is the one placed at latent frame ceil(p / 4): a keyframe there shows the image.
     """
     if latents.modality == "image":
-        raise ValueError("image conditioning needs video or 3D latents; an image latent has no frame to generate")
-    model.capabilities.check_given_frames()
+        raise ValueError("an image latent has no other frames to generate: use UniDiT Encode with the Sampler's "
+                         "denoise below 1 for image -> image, or a video or 3D latent for keyframes")
+    capabilities = model.capabilities
+    capabilities.check_given_frames()
+    factor = capabilities.temporal_factor if latents.modality == "video" else 1
+    pixel_frames = 1 + (latents.frames - 1) * factor
+    what = "frames" if latents.modality == "video" else "views"
+    slots = []
+    for position in positions:
+        if not -pixel_frames <= position < pixel_frames:
+            raise ValueError(f"position {position} is outside this latent's {pixel_frames} {what} "
+                             f"(0 .. {pixel_frames - 1}, or -1 for the last)")
+        pixel = position % pixel_frames
+        slots.append((pixel + factor - 1) // factor)
+    if len(set(slots)) != len(slots):
+        raise ValueError(f"positions {positions} fall on the same latent frame: video frames are encoded in groups "
+                         f"of {factor} after the first, so keyframes must be at least {factor} frames apart")
+    per_item = len(positions) == 1 and images.shape[0] == latents.batch_size
+    if images.shape[0] != len(positions) and not per_item:
+        raise ValueError(f"{images.shape[0]} images for {len(positions)} positions: give one image per position "
+                         f"(or, for one position, one per item of the batch of {latents.batch_size})")
     width, height = latents.pixel_size(model)
     if images.shape[1:3] != (height, width):
         images = torch.nn.functional.interpolate(images.permute(0, 3, 1, 2), size=(height, width), mode="bilinear",
                                                  antialias=True, align_corners=False).permute(0, 2, 3, 1)
-    encoded = encode_frames(model, images.unsqueeze(1).clamp(0, 1))  # [N, C, 1, h, w]
-    if encoded.shape[0] not in (1, latents.batch_size):
-        raise ValueError(f"{encoded.shape[0]} images for a batch of {latents.batch_size}: give one image or one "
-                         f"per item")
-    encoded = encoded.expand(latents.batch_size, -1, -1, -1, -1)
+    images = images.clamp(0, 1)
     clean = latents.clean.clone() if latents.clean is not None else torch.zeros_like(latents.samples)
-    clean[:, :, :1] = encoded
     given = latents.given.clone()
-    given[:, 0] = True
+    for index, slot in enumerate(slots):
+        image = images if per_item else images[index:index + 1]
+        if slot == 0 or latents.modality == "3d":     # a view, like a video's first frame, is encoded alone
+            encoded = encode_frames(model, image.unsqueeze(1))[:, :, 0]
+        else:
+            encoded = encode_frames(model, image.unsqueeze(1).expand(-1, 1 + factor, -1, -1, -1))[:, :, -1]
+        clean[:, :, slot] = encoded.expand(latents.batch_size, -1, -1, -1)
+        given[:, slot] = True
     return replace(latents, clean=clean, given=given)
+
+
+def condition_on_image(model: FamilyModel, latents: Latents, images: torch.Tensor) -> Latents:
+    """Make ``images`` [N, H, W, 3] (0..1) the given first frame (video) or first view (3D): one image for the
+    whole batch, or one per item."""
+    return give_frames(model, latents, images, [0])
+
+
+def continue_clip(model: FamilyModel, clip: torch.Tensor, overlap: int, frames: int,
+                  fps: Optional[float] = None, batch_size: int = 1) -> Latents:
+    """A video latent of ``frames`` frames whose first ``overlap`` frames (1 + 4k) are the last ones of ``clip``
+    [T, H, W, 3], encoded together so that their motion carries on; join the result with :func:`join_clips`."""
+    capabilities = model.capabilities
+    capabilities.check_given_frames()
+    capabilities.latent_frames(overlap)
+    if overlap > clip.shape[0]:
+        raise ValueError(f"an overlap of {overlap} frames needs a clip of at least {overlap}; this one has "
+                         f"{clip.shape[0]}")
+    if overlap >= frames:
+        raise ValueError(f"the new clip ({frames} frames) must be longer than the overlap ({overlap}) to add "
+                         f"anything")
+    tail = fit_frames(model, clip[-overlap:], "the clip's frames")
+    height, width = tail.shape[1:3]
+    latents = empty_latents(model, "video", width, height, batch_size, frames=frames, fps=fps)
+    encoded = encode_frames(model, tail.unsqueeze(0))          # [1, C, 1 + (overlap - 1) / 4, h, w]
+    given_frames = encoded.shape[2]
+    clean = torch.zeros_like(latents.samples)
+    clean[:, :, :given_frames] = encoded
+    given = latents.given.clone()
+    given[:, :given_frames] = True
+    return replace(latents, clean=clean, given=given)
+
+
+def join_clips(first: torch.Tensor, second: torch.Tensor, overlap: int) -> torch.Tensor:
+    """``first`` then ``second`` [T, H, W, 3] without the ``overlap`` frames that ``second`` repeats."""
+    if first.shape[1:] != second.shape[1:]:
+        raise ValueError(f"the clips differ in size ({first.shape[2]}x{first.shape[1]} and "
+                         f"{second.shape[2]}x{second.shape[1]}); join clips of the same size")
+    if not 0 <= overlap < second.shape[0]:
+        raise ValueError(f"overlap must be 0 .. {second.shape[0] - 1} frames for a second clip of "
+                         f"{second.shape[0]}, got {overlap}")
+    return torch.cat([first, second[overlap:]])
 
 
 def generate(model: FamilyModel, latents: Latents, positive: TextConditioning,
@@ -153,6 +295,7 @@ def generate(model: FamilyModel, latents: Latents, positive: TextConditioning,
     if step_cache is not None:
         log.info("UniDiT step cache: %d of %d denoiser calls reused the cached residual (threshold %g)",
                  step_cache.skipped, step_cache.calls, step_cache.threshold)
+    require_finite(result, "The sampled latents", model)
     return replace(latents, samples=result.cpu())
 
 
@@ -199,6 +342,11 @@ def decode_frames(model: FamilyModel, latents: Latents, tile_size: Optional[int]
         if not capabilities.spatial_tiles:
             raise ValueError(f"{capabilities.family}'s autoencoder decodes whole frames; set tile_size to 0")
         tiles = {"tile_size": tile_size, "tile_overlap": max(capabilities.spatial_factor, tile_size // 4)}
+    b, _, f, h, w = latents.samples.shape
+    count = f if latents.modality == "3d" else 1 + capabilities.temporal_factor * (f - 1)
+    size = capabilities.spatial_factor
+    memory_budget.require_frames(b, count, w * size, h * size, "The decoded frames",
+                                 "the width, height, frames, views or batch size")
     samples = latents.samples.to(model.device, model.dtype)
     if latents.modality == "3d":
         views = rearrange(samples, "b c v h w -> (b v) c 1 h w")
@@ -206,6 +354,7 @@ def decode_frames(model: FamilyModel, latents: Latents, tile_size: Optional[int]
         frames = rearrange(pixels, "(b v) c 1 h w -> b v h w c", b=samples.shape[0])
     else:
         frames = rearrange(model.autoencoder.decode(samples, **tiles), "b c t h w -> b t h w c")
+    require_finite(frames, "The decoded frames", model)
     return ((frames.float() + 1) / 2).clamp(0, 1).cpu()
 
 
@@ -217,7 +366,11 @@ def decode_splats(model: FamilyModel, latents: Latents, min_opacity: float = 0.0
     if model.splat_decoder is None:
         raise ValueError(f"{model.capabilities.family} has no splat decoder; 3D needs a UniDiT bundle")
     samples = latents.samples.to(model.device, model.dtype)
-    splats = model.splat_decoder.decode(samples, latents.cameras, min_opacity=min_opacity)
+    decoder = model.splat_decoder
+    per_pixel = decoder.gaussians(decoder(samples), latents.cameras)
+    for name, values in per_pixel.items():  # before the faint ones are dropped: NaN opacities would drop silently
+        require_finite(values, f"The decoded splat's {name}", model)
+    splats = decoder.keep_opaque(per_pixel, samples.shape[0], min_opacity)
     return splats.to(device="cpu", dtype=torch.float32)
 
 

@@ -1,8 +1,8 @@
 """Which models the model folders hold, by the names the Loader nodes show.
 
 Each kind of part has its folder, as in ComfyUI's ``models/``: ``unidit`` (UniDiT bundles; the pack's own
-``models/`` is searched too), ``diffusion_models``, ``text_encoders`` and ``vae``. A part is a ``.safetensors``
-file (in a subfolder too: "wan/wan2.1_t2v_1.3B_fp16.safetensors") or a diffusers folder (a ``config.json`` beside
+``models/`` is searched too), ``diffusion_models``, ``text_encoders``, ``vae`` and ``loras``. A part is a
+``.safetensors`` file (in a subfolder too: "wan/wan2.1_t2v_1.3B_fp16.safetensors") or a diffusers folder (a ``config.json`` beside
 its safetensors or shards), listed as "folder/". The roots of diffusers pipelines in ``models/diffusers`` offer
 their ``transformer/``, ``text_encoder/`` and ``vae/``, e.g. "Wan2.1-T2V-1.3B-Diffusers/transformer".
 The first folder that holds a name wins.
@@ -20,9 +20,10 @@ DIFFUSERS_SUBFOLDERS = {"diffusion_models": "transformer", "text_encoders": "tex
 
 
 def is_model_folder(folder: Path) -> bool:
-    """A diffusers/transformers component folder: a config and safetensors weights (or a shard index)."""
-    return (folder / "config.json").is_file() and (any(folder.glob("*.safetensors"))
-                                                   or any(folder.glob("*.safetensors.index.json")))
+    """A diffusers/transformers component folder (a config and safetensors weights, or a shard index), or a PEFT
+    adapter folder (adapter_config.json and its safetensors)."""
+    config = (folder / "config.json").is_file() or (folder / "adapter_config.json").is_file()
+    return config and (any(folder.glob("*.safetensors")) or any(folder.glob("*.safetensors.index.json")))
 
 
 def _walk(folder: Path, found: dict) -> None:
@@ -47,6 +48,16 @@ def available_bundles() -> dict[str, Path]:
         if folder.is_dir():
             for path in sorted(folder.glob("*.safetensors")):
                 found.setdefault(path.name, path)
+    return found
+
+
+def available_loras() -> dict[str, Path]:
+    """LoRA files (and PEFT adapter folders) by name: ComfyUI's ``models/loras`` (or ``--models`` folders'
+    ``loras/``) and the pack's ``models/loras/``."""
+    found: dict[str, Path] = {}
+    for folder in [*comfy_bridge.model_folders("loras"), SHIPPED_BUNDLE.parent / "loras"]:
+        if folder.is_dir():
+            _walk(folder, found)
     return found
 
 

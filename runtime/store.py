@@ -19,14 +19,15 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional, Union
 
 import torch
 
-from . import comfy_bridge
+from . import comfy_bridge, memory_budget
 from .families import FamilyModel, ModelFiles, Placement, load_model
+from .lora import read_lora
 from .model.attention import check_backend_name
 from .model.block_swap import BlockSwap, SwapPlan
 from .model.compile import compile_blocks
@@ -69,6 +70,7 @@ class ModelHandle:
     matrix_dtype: Optional[str] = None   # the diffusion model's matrices stored narrower (ComfyUI's fp8 flags)
     preview: str = "auto"                # sampling previews: auto (the host's choice) or a previews.PREVIEW_METHODS
     compiled: bool = False               # torch.compile the transformer blocks
+    loras: tuple = ()                    # (FileIdentity, strength) of the LoRAs applied, in order
 
     @property
     def key(self) -> tuple:
@@ -77,6 +79,10 @@ class ModelHandle:
     @property
     def name(self) -> str:
         return " + ".join(Path(f.path).name for f in self.files)
+
+    def with_lora(self, path: Path, strength: float) -> "ModelHandle":
+        """This handle with one more LoRA (the base model stays the same resident model)."""
+        return replace(self, loras=self.loras + ((FileIdentity.of("lora", path), float(strength)),))
 
     def model_files(self) -> ModelFiles:
         return ModelFiles(**{f.role: Path(f.path) for f in self.files})
@@ -87,6 +93,7 @@ class ModelStore:
         self._models: dict = {}
         self._managed: dict = {}
         self._swaps: dict = {}
+        self._loras: dict = {}
         self._lock = threading.RLock()
         self.loads = 0  # models read from disk since the process started
 
@@ -117,9 +124,27 @@ class ModelStore:
                 model = self._load(handle)
             chosen = tuple(model.modules()) if parts is None else parts
             room = sum(model.activation_bytes(part, samples_shape, guided) for part in chosen) if samples_shape else 0
+            if room and model.device.type == "cpu" and not self._managed[handle.key].active:
+                # standalone on the CPU the device's memory is the host's (in ComfyUI its manager decides)
+                b, _, f, h, w = samples_shape
+                size = model.capabilities.spatial_factor
+                memory_budget.require(room, f"The {' and '.join(chosen)} of {model.capabilities.family} on {b} x {f} "
+                                            f"latent frames of {w * size}x{h * size}",
+                                      "the width, height, frames, views or batch size")
             self._managed[handle.key].ready(chosen, room)
             model.set_attention_backend(handle.attention)
-            return model
+            loras = [(self._lora(handle, model, identity), strength) for identity, strength in handle.loras]
+            return model.with_loras(loras) if loras and "denoiser" in chosen else model
+
+    def _lora(self, handle: ModelHandle, model: FamilyModel, identity: FileIdentity):
+        """A LoRA file read for this model's layers (once per file version and model)."""
+        key = (identity, handle.key)
+        if key not in self._loras:
+            targets = model.denoiser.lora_targets()[0]
+            self._loras[key] = read_lora(identity.path, targets, model.denoiser.lora_name)
+            log.info("UniDiT: LoRA %s: %d layers, rank %d", Path(identity.path).name,
+                     len(self._loras[key].layers), self._loras[key].rank)
+        return self._loras[key]
 
     def _load(self, handle: ModelHandle) -> FamilyModel:
         started = time.perf_counter()
@@ -163,14 +188,12 @@ class ModelStore:
         """How many models are resident."""
         return len(self._models)
 
-    def is_loaded(self, handle: ModelHandle) -> bool:
-        return handle.key in self._models
-
     def unload(self, handle: ModelHandle | None = None) -> int:
         """Drop one model (or all); returns how many were dropped."""
         with self._lock:
             keys = [handle.key] if handle is not None else list(self._models)
             dropped = 0
+            self._loras = {k: v for k, v in self._loras.items() if k[1] not in keys}
             for key in keys:
                 if self._models.pop(key, None) is not None:
                     self._managed.pop(key).release()
@@ -199,6 +222,11 @@ def check_device(device: str) -> str:
     if kind not in ("cpu", "cuda", "mps"):
         raise ValueError(f"unknown device {device!r}; choose auto, cpu, cuda (or cuda:N) or mps")
     return device
+
+
+def available_devices() -> list[str]:
+    """The device choices this machine has: auto and cpu, then cuda and mps where present."""
+    return ["auto", "cpu"] + (["cuda"] if torch.cuda.is_available() else []) + (["mps"] if _mps_available() else [])
 
 
 def _mps_available() -> bool:

@@ -56,7 +56,30 @@ class Previewing:
         return {"ui": {"text": [f"{steps} steps"]}}
 
 
-TEST_NODES = {**standalone_nodes(), "SolidImage": SolidImage, "Previewing": Previewing}
+class Invert:
+    """IMAGE -> IMAGE, to build long chains of valid links."""
+
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "run"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"image": ("IMAGE",)}}
+
+    def run(self, image):
+        return (1 - image,)
+
+
+TEST_NODES = {**standalone_nodes(), "SolidImage": SolidImage, "Previewing": Previewing, "Invert": Invert}
+
+
+def chain(length: int) -> dict:
+    """A solid image, ``length - 1`` Inverts one after the other, and a Save Image: ``length + 1`` nodes."""
+    prompt = {"0": {"class_type": "SolidImage", "inputs": {"red": 1, "green": 1, "blue": 1, "size": 1}}}
+    for index in range(1, length):
+        prompt[str(index)] = {"class_type": "Invert", "inputs": {"image": [str(index - 1), 0]}}
+    prompt["out"] = {"class_type": "SaveImage", "inputs": {"images": [str(length - 1), 0], "filename_prefix": "c"}}
+    return prompt
 
 
 @dataclass

@@ -25,3 +25,11 @@ def test_demo_writes_four_files_that_open(tmp_path, capsys):
     mesh = trimesh.load(io.BytesIO(files[".glb"].read_bytes()), file_type="glb", force="mesh")
     assert len(mesh.faces) > 100
     assert glb_vertex_colours_present(files[".glb"])  # the object's colours travel with the mesh
+
+
+def test_demo_names_the_words_the_model_does_not_know(tmp_path, capsys):
+    assert main(["demo", "--prompt", "a dog, a red ball", "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "note: the model does not know the word 'dog'; it is ignored" in printed
+    assert main(["demo", "--prompt", "a red ball", "--out", str(tmp_path / "known")]) == 0
+    assert "note:" not in capsys.readouterr().out

@@ -86,3 +86,17 @@ def test_replace_atomic_replaces_and_leaves_no_temporary_file(tmp_path):
     path = files.replace_atomic(tmp_path / "settings" / "s.json", b"{}")
     assert files.replace_atomic(path, b'{"a": 1}') == path
     assert path.read_bytes() == b'{"a": 1}' and os.listdir(path.parent) == ["s.json"]
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_files_get_the_permissions_of_any_new_file_of_the_process(tmp_path, umask, mode):
+    """As ComfyUI's outputs: 0666 less the umask (not the owner-only 0600 of a temporary file)."""
+    previous = os.umask(umask)
+    try:
+        written = write_atomic(tmp_path / "out.png", b"png")
+        replaced = files.replace_atomic(tmp_path / "settings.json", b"{}")
+        numbered, _ = files.save_output(tmp_path, "UniDiT", "png", b"png")
+    finally:
+        os.umask(previous)
+    assert {oct(path.stat().st_mode & 0o777) for path in (written, replaced, numbered)} == {oct(mode)}
+    assert sorted(os.listdir(tmp_path)) == ["UniDiT_00001_.png", "out.png", "settings.json"]  # no temporary left

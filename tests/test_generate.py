@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from unidit.runtime.generate import (condition_on_image, decode_frames, decode_splats, empty_latents, encode_frames,
-                                     generate)
+from unidit.runtime.generate import (condition_on_image, continue_clip, decode_frames, decode_splats, empty_latents,
+                                     encode_frames, encode_latents, generate, give_frames, join_clips, parse_positions)
 from unidit.runtime.sampling.guidance import GuidanceConfig
 from unidit.runtime.sampling.sampler import SamplerConfig, SamplingInterrupted
 from unidit_testing import tiny_model
@@ -50,7 +50,7 @@ def test_image_conditioning_holds_the_first_frame_and_view(bundle):
         assert latents.given[0].tolist()[:2] == [True, False]
         result = run(bundle, latents)
         assert torch.equal(result.samples[:, :, 0], latents.clean[:, :, 0])
-    with pytest.raises(ValueError, match="needs video or 3D latents"):
+    with pytest.raises(ValueError, match="no other frames to generate.*denoise below 1"):
         condition_on_image(bundle, empty_latents(bundle, "image", 32, 32), image)
 
 
@@ -87,3 +87,96 @@ def test_autoencoders_without_tiles_say_so(bundle):
     latents = run(bundle, empty_latents(bundle, "image", 32, 32))
     with pytest.raises(ValueError, match="decodes whole frames; set tile_size to 0"):
         decode_frames(bundle, latents, tile_size=16)
+
+
+def test_encoding_images_clips_and_views_into_latents(bundle):
+    assert bundle.capabilities.size_multiple == 8
+    images = torch.rand(3, 44, 38, 3)                         # centre-cropped to 40 x 32 (multiples of 8)
+    latents = encode_latents(bundle, images, "image")
+    assert latents.samples.shape == (3, 4, 1, 10, 8) and latents.modality == "image" and not latents.given.any()
+    assert torch.allclose(latents.samples, encode_frames(bundle, images[:, 2:42, 3:35].unsqueeze(1)), atol=1e-6)
+    clip = encode_latents(bundle, torch.rand(7, 32, 32, 3), "video", fps=12)   # the first 5 frames (1 + 4k)
+    assert clip.samples.shape == (1, 4, 2, 8, 8) and clip.fps == 12
+    views = torch.rand(4, 32, 32, 3)
+    asset = encode_latents(bundle, views, "3d")
+    assert asset.samples.shape == (1, 4, 4, 8, 8) and len(asset.cameras) == 4
+    for view in range(4):      # each view is encoded as an image of its own
+        assert torch.allclose(asset.samples[0, :, view], encode_frames(bundle, views[view:view + 1, None])[0, :, 0],
+                              atol=1e-6)
+    with pytest.raises(ValueError, match="smaller than"):
+        encode_latents(bundle, torch.rand(1, 4, 4, 3), "image")
+    with pytest.raises(ValueError, match=r"IMAGE batch \[N, H, W, 3\]"):
+        encode_latents(bundle, torch.rand(32, 32, 3), "image")
+
+
+def test_denoise_below_one_starts_from_the_encoded_image(bundle):
+    images = torch.rand(1, 32, 32, 3)
+    latents = encode_latents(bundle, images, "image")
+    light = run(bundle, latents, denoise=0.2).samples
+    full = run(bundle, latents, denoise=1.0).samples
+    assert (light - latents.samples).abs().mean() < 0.5 * (full - latents.samples).abs().mean()
+
+
+def test_keyframes_hold_images_at_their_frames(bundle):
+    first, last = torch.rand(1, 32, 32, 3), torch.rand(1, 32, 32, 3)
+    latents = empty_latents(bundle, "video", 32, 32, batch_size=2, frames=9)         # latent frames 0, 1..4, 5..8
+    keyed = give_frames(bundle, latents, torch.cat([first, last]), parse_positions("0, -1"))
+    assert keyed.given.tolist() == [[True, False, True]] * 2
+    assert torch.allclose(keyed.clean[:, :, 0], encode_frames(bundle, first[:, None])[:, :, 0].expand(2, -1, -1, -1))
+    still = encode_frames(bundle, last[:, None].expand(-1, 5, -1, -1, -1))           # frames 5..8 all show it
+    assert torch.allclose(keyed.clean[:, :, 2], still[:, :, 1].expand(2, -1, -1, -1))
+    result = run(bundle, keyed)
+    assert torch.equal(result.samples[:, :, 0], keyed.clean[:, :, 0])
+    assert torch.equal(result.samples[:, :, 2], keyed.clean[:, :, 2])
+    middle = give_frames(bundle, latents, first, [4])                                  # frame 4 is latent frame 1
+    assert middle.given[0].tolist() == [False, True, False]
+    views = give_frames(bundle, empty_latents(bundle, "3d", 32, 32), torch.cat([first, last]), [0, 2])
+    assert views.given[0].tolist() == [True, False, True, False]
+    with pytest.raises(ValueError, match="same latent frame.*4 frames apart"):
+        give_frames(bundle, latents, torch.cat([first, last]), [3, 4])
+    with pytest.raises(ValueError, match="position 9 is outside this latent's 9 frames"):
+        give_frames(bundle, latents, first, [9])
+    with pytest.raises(ValueError, match="2 images for 1 positions"):
+        give_frames(bundle, empty_latents(bundle, "video", 32, 32, frames=9), torch.cat([first, last]), [0])
+    with pytest.raises(ValueError, match="whole numbers separated by commas"):
+        parse_positions("first, last")
+    with pytest.raises(ValueError, match="at least one position"):
+        parse_positions(" , ")
+
+
+def test_continuing_a_clip_gives_its_last_frames_and_joining_drops_the_repeat(bundle):
+    clip = torch.rand(9, 32, 32, 3)
+    latents = continue_clip(bundle, clip, overlap=5, frames=9, fps=10)
+    assert latents.samples.shape == (1, 4, 3, 8, 8) and latents.fps == 10
+    assert latents.given.tolist() == [[True, True, False]]
+    assert torch.allclose(latents.clean[:, :, :2], encode_frames(bundle, clip[None, -5:]), atol=1e-6)
+    result = run(bundle, latents)
+    assert torch.equal(result.samples[:, :, :2], latents.clean[:, :, :2])
+    second = decode_frames(bundle, result)[0]
+    joined = join_clips(clip, second, overlap=5)
+    assert joined.shape == (13, 32, 32, 3)
+    assert torch.equal(joined[:9], clip) and torch.equal(joined[9:], second[5:])
+    with pytest.raises(ValueError, match=r"1 \+ 4k frames"):
+        continue_clip(bundle, clip, overlap=4, frames=9)
+    with pytest.raises(ValueError, match="longer than the overlap"):
+        continue_clip(bundle, clip, overlap=9, frames=9)
+    with pytest.raises(ValueError, match="at least 13"):
+        continue_clip(bundle, clip, overlap=13, frames=17)
+    with pytest.raises(ValueError, match="differ in size"):
+        join_clips(clip, torch.rand(9, 16, 32, 3), 1)
+    with pytest.raises(ValueError, match="overlap must be 0 .. 8"):
+        join_clips(clip, second, 9)
+
+
+def test_latents_or_frames_that_are_not_finite_are_an_error_not_black_frames(bundle):
+    from unidit.runtime.generate import NonFiniteOutput
+
+    latents = empty_latents(bundle, "image", 32, 32)
+    broken = type(latents)(torch.full_like(latents.samples, float("nan")), "image", latents.given)
+    with pytest.raises(NonFiniteOutput, match="The decoded frames of .* came out as NaN or infinity"):
+        decode_frames(bundle, broken)
+    views = empty_latents(bundle, "3d", 32, 32)
+    views.samples[0, 0, 0, 0, 0] = float("inf")
+    with pytest.raises(NonFiniteOutput, match="The decoded splat's .* NaN or infinity"):
+        decode_splats(bundle, views, min_opacity=0.0)
+    assert torch.isfinite(decode_frames(bundle, latents)).all()  # finite latents decode as before

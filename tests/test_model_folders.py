@@ -62,3 +62,18 @@ def test_bundles_come_from_the_models_folder_its_unidit_subfolder_and_the_pack(t
         comfy_bridge.release_host(token)
     assert {"mine.safetensors", "theirs.safetensors", SHIPPED_BUNDLE.name} <= set(bundles)
     assert bundles[SHIPPED_BUNDLE.name] == SHIPPED_BUNDLE
+
+
+def test_inside_comfyui_models_unidit_is_registered_and_created_when_the_pack_loads(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    registered = {"checkpoints": ([str(tmp_path / "checkpoints")], {".safetensors"})}
+    folder_paths = types.SimpleNamespace(
+        folder_names_and_paths=registered, models_dir=str(tmp_path),
+        get_folder_paths=lambda kind: list(registered[kind][0]))
+    monkeypatch.setitem(sys.modules, "folder_paths", folder_paths)
+    comfy_bridge.register_model_folder()
+    assert (tmp_path / "unidit").is_dir()
+    assert registered["unidit"] == ([str(tmp_path / "unidit")], {".safetensors"})
+    assert comfy_bridge.model_folders("unidit") == [tmp_path / "unidit"]

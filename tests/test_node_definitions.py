@@ -14,7 +14,8 @@ from unidit import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 from unidit.runtime.host.executor import input_spec, node_inputs
 
 SNAPSHOT = Path(__file__).parent / "snapshots" / "node_definitions.json"
-DYNAMIC_COMBOS = {("UniDiTLoader", "bundle")}  # options come from the files on disk
+# options come from the files on disk, or the devices of this machine
+DYNAMIC_COMBOS = {("UniDiTLoader", "bundle"), ("UniDiTLoader", "device"), ("UniDiTPartsLoader", "device")}
 
 
 def definition(name, cls) -> dict:
@@ -93,3 +94,46 @@ def test_every_node_explains_itself():
     for name, cls in NODE_CLASS_MAPPINGS.items():
         assert name.startswith("UniDiT") and len(cls.DESCRIPTION) > 30, name
         assert cls.CATEGORY.startswith("UniDiT"), name
+        declared = node_inputs(cls)
+        for section in ("required", "optional"):
+            for input_name, spec in declared[section].items():
+                assert len(input_spec(spec)[1].get("tooltip", "")) > 10, f"{name}.{input_name} has no tooltip"
+
+
+def comfyui_validate_node_input(received_type, input_type, strict=False) -> bool:
+    """ComfyUI 0.3.64's comfy_execution/validation.py: validate_node_input, word for word: the check every link
+    passes there (0.3.64 has no other special case for "*")."""
+    if not received_type != input_type:
+        return True
+    if not isinstance(received_type, str) or not isinstance(input_type, str):
+        return False
+    received_types = set(t.strip() for t in received_type.split(","))
+    input_types = set(t.strip() for t in input_type.split(","))
+    if strict:
+        return received_types.issubset(input_types)
+    return len(received_types.intersection(input_types)) > 0
+
+
+def test_unload_models_takes_a_link_from_any_output_in_comfyui_and_in_this_host():
+    from unidit.runtime.host.validation import validate_prompt
+
+    after = NODE_CLASS_MAPPINGS["UniDiTUnloadModels"].INPUT_TYPES()["optional"]["after"][0]
+    outputs = {kind for cls in NODE_CLASS_MAPPINGS.values() for kind in cls.RETURN_TYPES} | {"IMAGE", "LATENT"}
+    assert all(comfyui_validate_node_input(kind, after) for kind in outputs)
+    assert not comfyui_validate_node_input("IMAGE", "*")  # why a plain "*" cannot be connected in 0.3.64
+    assert json.dumps(after) == '"*"' and after == "*"    # the editor sees the wildcard it knows
+    prompt = {"1": {"class_type": "UniDiTLoader", "inputs": {"bundle": "unidit-toyworld.safetensors",
+                                                             "device": "cpu", "dtype": "auto", "attention": "sdpa"}},
+              "2": {"class_type": "UniDiTUnloadModels", "inputs": {"after": ["1", 0]}}}
+    validation = validate_prompt(prompt, NODE_CLASS_MAPPINGS)
+    assert validation.ok and validation.outputs == ["2"], validation.node_errors
+
+
+def test_the_loaders_offer_only_the_devices_this_machine_has(monkeypatch):
+    import torch
+
+    for cuda in (False, True):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+        for name in ("UniDiTLoader", "UniDiTPartsLoader"):
+            choices = NODE_CLASS_MAPPINGS[name].INPUT_TYPES()["required"]["device"][0]
+            assert choices[:2] == ["auto", "cpu"] and ("cuda" in choices) == cuda, (name, choices)

@@ -36,3 +36,11 @@ def test_comfyui_style_load_under_an_arbitrary_module_name(tmp_path):
     first, second = result.stdout.strip().splitlines()
     assert first == "dict ./web"
     assert second == "[]"  # everything was imported relative to the pack's own name
+
+
+def test_the_vendored_threejs_does_not_register_itself_beside_the_editors_own():
+    """The ComfyUI editor bundles three.js too; a second copy that sets window.__THREE__ makes three.js warn
+    "Multiple instances of Three.js being imported" (tools/viewer/build.mjs leaves the registration out)."""
+    vendored = (ROOT / "web" / "viewer" / "vendor" / "three.mjs").read_text()
+    assert "WebGLRenderer" in vendored  # it is three.js
+    assert "__THREE__" not in vendored and "Multiple instances of Three.js" not in vendored

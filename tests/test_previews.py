@@ -53,8 +53,8 @@ def test_the_sampler_node_honours_the_loaders_preview_setting(tmp_path):
     for method in ("none", "latent2rgb"):
         events = []
         executor = Executor(standalone_nodes(), comfy_bridge.HostServices(output_directory=tmp_path / method))
-        prompt = apply_overrides(load_workflow(root / "workflows" / "api" / "text_to_image.json"),
-                                 [f"1.previews={method}", "5.steps=3"])
+        prompt = apply_overrides(load_workflow(root / "workflows" / "api" / "Text to image.json"),
+                                 [f"1.previews={method}", "5.steps=3"], executor.nodes)
         validation = validate_prompt(prompt, executor.nodes)
         assert validation.ok, validation.node_errors
         result = executor.execute(validation.prompt, method, validation.outputs, emit=lambda e, d: events.append(e))

@@ -1,6 +1,10 @@
-"""Writes the example workflows: workflows/<name>.json (the editor's UI format, tidy positions, labelled groups,
-a note) and workflows/api/<name>.json (the API-format twin), from the short descriptions below, plus the example
-input image that the image-conditioned workflows load (workflows/input/unidit_example.png).
+"""Writes the example workflows: workflows/<title>.json (the editor's UI format, nodes laid out at the sizes the
+editor draws them, groups that do not overlap, a note) and workflows/api/<title>.json (the API-format twin), from
+the short descriptions below, plus the example input image that the image-conditioned workflows load
+(workflows/input/unidit_example.png).
+
+The file name is the template's title: ComfyUI lists a pack's example workflows by file name, and the editor
+(comfyui-frontend-package 1.58.1) titles a custom node pack's template cards with that name.
 
     python tools/build_workflows.py
 
@@ -16,8 +20,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-COLUMN, ROW = 360, 40           # grid spacing in canvas units
+COLUMN, ROW = 380, 40           # grid spacing in canvas units: a column is a node and the gap between groups
 NODE_WIDTH = 320
+# The editor's measures (litegraph's LGraphNode.computeSize in comfyui-frontend-package 1.58.1): the title bar
+# above a node's position, a row per input socket (inputs that are widgets sit on their widget's row) or output,
+# each widget's height plus 4, 8 after the widgets and 6 at the bottom. Text boxes and the 3D viewer are taller.
+TITLE_HEIGHT, SLOT_HEIGHT, WIDGET_HEIGHT = 30, 20, 20
+TEXT_BOX_HEIGHT = 80
+VIEWER_HEIGHT = 240             # web/unidit.js: the in-node 3D viewer's minimum height
+IMAGE_PREVIEW_HEIGHT = 220      # the editor's preview of the image an upload widget (Load Image) picked
+VIEWER_NODES = ("UniDiTSaveSplat", "UniDiTSaveMesh")
+NODE_GAP = 30                   # between nodes of one group (below the next one's title bar)
+GROUP_TOP, GROUP_SIDE = 60, 20  # a group's box around its nodes: room for its title above, a margin elsewhere
+GROUP_GAP = 40                  # between the boxes of two groups, one above the other (side by side: COLUMN's 20)
 GROUP_COLOURS = {"Model": "#3f789e", "Prompt": "#8A8", "Image": "#b58b2a", "Video": "#a1309b", "3D": "#88A"}
 # The files ComfyUI users keep for Wan (models/diffusion_models, models/text_encoders, models/vae).
 WAN_T5 = "umt5_xxl_fp8_e4m3fn_scaled.safetensors"
@@ -39,9 +54,17 @@ class Node:
     title: str | None = None
 
 
+# Each example's title, its file name.
+TITLES = {"text_to_image": "Text to image", "text_to_video": "Text to video", "text_to_3d": "Text to 3D",
+          "image_to_video": "Image to video", "image_to_3d": "Image to 3D",
+          "one_prompt_three_modalities": "One prompt, three modalities",
+          "wan_text_to_video": "Wan 2.1 text to video", "wan_text_to_image": "Wan 2.1 text to image",
+          "wan_image_to_video": "Wan 2.2 image to video"}
+
+
 @dataclass
 class Workflow:
-    name: str
+    name: str                                       # its id (the UUID is made from it); TITLES gives its title
     note: str
     nodes: list
     groups: dict                                    # title -> node ids inside
@@ -247,9 +270,7 @@ def build(workflow: Workflow, nodes: dict) -> tuple[dict, dict]:
         outputs = [{"name": name, "type": kind, "slot_index": slot, "links": outgoing.get((node.id, slot), [])}
                    for slot, (kind, name) in enumerate(zip(cls.RETURN_TYPES, getattr(cls, "RETURN_NAMES",
                                                                                      cls.RETURN_TYPES)))]
-        height = 46 + 24 * max(len(sockets), len(outputs)) + 26 * len([s for s in slots if s is not None])
-        if node.type in ("UniDiTTextEncode",):
-            height += 60
+        height = editor_height(node.type, declared, slots, sockets, outputs)
         heights[node.id] = height
         ui_nodes.append({
             "id": node.id, "type": node.type, "pos": [node.column * COLUMN, node.row * ROW],
@@ -269,14 +290,10 @@ def build(workflow: Workflow, nodes: dict) -> tuple[dict, dict]:
             link = next(link for link in links if link[0] == socket["link"])
             inputs[socket["name"]] = [str(link[1]), link[2]]
 
-    groups = []
-    for title, members in workflow.groups.items():
-        boxes = [(n["pos"][0], n["pos"][1], n["pos"][0] + n["size"][0], n["pos"][1] + n["size"][1])
-                 for n in ui_nodes if n["id"] in members]
-        left, top = min(b[0] for b in boxes) - 20, min(b[1] for b in boxes) - 60
-        right, bottom = max(b[2] for b in boxes) + 20, max(b[3] for b in boxes) + 20
-        groups.append({"id": len(groups) + 1, "title": title, "bounding": [left, top, right - left, bottom - top],
-                       "color": GROUP_COLOURS[title], "font_size": 24, "flags": {}})
+    lay_out(ui_nodes, workflow.groups)
+    groups = [{"id": index + 1, "title": title, "bounding": list(box), "color": GROUP_COLOURS[title],
+               "font_size": 24, "flags": {}} for index, (title, box) in enumerate(group_boxes(ui_nodes,
+                                                                                               workflow.groups).items())]
     note_id = max(n.id for n in workflow.nodes) + 1
     bottom = max(n["pos"][1] + n["size"][1] for n in ui_nodes)
     ui_nodes.append({"id": note_id, "type": "Note", "pos": [0, bottom + 80], "size": [NODE_WIDTH * 2, 140],
@@ -289,6 +306,67 @@ def build(workflow: Workflow, nodes: dict) -> tuple[dict, dict]:
           "last_node_id": note_id, "last_link_id": len(links), "nodes": ui_nodes, "links": links, "groups": groups,
           "config": {}, "extra": {"ds": {"scale": 0.8, "offset": [40, 80]}}, "version": 0.4}
     return ui, api
+
+
+def editor_height(kind: str, declared: dict, slots: list, sockets: list, outputs: list) -> int:
+    """The height the editor gives a node (below its title bar; see the measures at the top)."""
+    rows = max(len([socket for socket in sockets if "widget" not in socket]), len(outputs), 1)
+    specs = {**declared["required"], **declared["optional"]}
+    widgets = 0
+    for name in slots:
+        multiline = name is not None and len(specs[name]) > 1 and specs[name][1].get("multiline")
+        widgets += (TEXT_BOX_HEIGHT if multiline else WIDGET_HEIGHT) + 4
+    if kind in VIEWER_NODES:
+        widgets += VIEWER_HEIGHT + 4
+    if any(len(spec) > 1 and spec[1].get("image_upload") for spec in specs.values()):
+        widgets += IMAGE_PREVIEW_HEIGHT + 4
+    return rows * SLOT_HEIGHT + (widgets + 8 if widgets else 0) + 6
+
+
+def lay_out(ui_nodes: list, groups: dict) -> None:
+    """Move nodes down (never up or sideways) until no two nodes of a column overlap and no two group boxes
+    overlap: a group that meets one above it moves down as a whole."""
+    group_of = {member: title for title, members in groups.items() for member in members}
+    for _ in range(100):
+        moved = False
+        by_column: dict = {}
+        for node in sorted(ui_nodes, key=lambda n: (n["pos"][0], n["pos"][1])):
+            above = by_column.get(node["pos"][0])
+            if above is not None:
+                gap = NODE_GAP if group_of.get(above["id"]) == group_of.get(node["id"]) else \
+                    GROUP_SIDE + GROUP_GAP + GROUP_TOP - TITLE_HEIGHT
+                lowest = above["pos"][1] + above["size"][1] + TITLE_HEIGHT + gap
+                if node["pos"][1] < lowest:
+                    node["pos"][1], moved = lowest, True
+            by_column[node["pos"][0]] = node
+        boxes = sorted(group_boxes(ui_nodes, groups).items(), key=lambda item: (item[1][1], item[1][0]))
+        for upper_index, (_, upper) in enumerate(boxes):
+            for title, lower in boxes[upper_index + 1:]:
+                apart = lower[0] >= upper[0] + upper[2] or upper[0] >= lower[0] + lower[2]  # side by side
+                shift = upper[1] + upper[3] + GROUP_GAP - lower[1]
+                if not apart and shift > 0:
+                    for node in ui_nodes:
+                        if group_of.get(node["id"]) == title:
+                            node["pos"][1] += shift
+                    moved = True
+                    break
+            if moved:
+                break
+        if not moved:
+            return
+    raise RuntimeError("the layout did not settle")
+
+
+def group_boxes(ui_nodes: list, groups: dict) -> dict:
+    """Each group's box [left, top, width, height] around its nodes (title bars included)."""
+    boxes = {}
+    for title, members in groups.items():
+        placed = [(n["pos"][0], n["pos"][1] - TITLE_HEIGHT, n["pos"][0] + n["size"][0], n["pos"][1] + n["size"][1])
+                  for n in ui_nodes if n["id"] in members]
+        left, top = min(b[0] for b in placed) - GROUP_SIDE, min(b[1] for b in placed) - GROUP_TOP + TITLE_HEIGHT
+        right, bottom = max(b[2] for b in placed) + GROUP_SIDE, max(b[3] for b in placed) + GROUP_SIDE
+        boxes[title] = (left, top, right - left, bottom - top)
+    return boxes
 
 
 def _type_of(workflow: Workflow, node_id: int) -> str:
@@ -318,8 +396,8 @@ def rendered_files() -> dict:
     files = {}
     for workflow in examples():
         ui, api = build(workflow, nodes)
-        files[f"workflows/{workflow.name}.json"] = (json.dumps(ui, indent=2) + "\n").encode()
-        files[f"workflows/api/{workflow.name}.json"] = (json.dumps(api, indent=2) + "\n").encode()
+        files[f"workflows/{TITLES[workflow.name]}.json"] = (json.dumps(ui, indent=2) + "\n").encode()
+        files[f"workflows/api/{TITLES[workflow.name]}.json"] = (json.dumps(api, indent=2) + "\n").encode()
     files["workflows/input/unidit_example.png"] = example_input_png()
     return files
 

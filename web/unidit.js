@@ -6,7 +6,8 @@
 // Where the core sampling nodes do not exist (`unidit serve`), it also opens the pack's text -> image workflow in
 // place of the frontend's default graph, which could only show missing nodes there.
 //
-// ComfyUI imports every *.js under web/, so this is the only .js file; the viewer (web/viewer/viewer.mjs, with
+// ComfyUI imports every *.js under web/, so this is the only .js file (it also shows the notes some nodes return,
+// at its end); the viewer (web/viewer/viewer.mjs, with
 // three.js and Spark vendored next to it) is imported on the first output, not when the editor starts.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
@@ -23,7 +24,7 @@ const FRONTEND_DEFAULT_GRAPHS = [
     + "VAEDecode,VAELoader",
   "CLIPTextEncode,CLIPTextEncode,CheckpointLoaderSimple,EmptyLatentImage,KSampler,SaveImage,VAEDecode",
 ];
-const STARTER_WORKFLOW = "/workflow_templates/unidit/text_to_image.json";
+const STARTER_WORKFLOW = "/workflow_templates/unidit/Text%20to%20image.json";
 
 let viewerModule = null;  // the one import() of the viewer, shared by all nodes
 
@@ -145,5 +146,38 @@ app.registerExtension({
     for (const [locator, output] of Object.entries(nodeOutputs ?? {})) {
       if (output?.unidit_3d) showOutput(nodeByLocator(locator), output);
     }
+  },
+});
+
+// Short notes that nodes return as {"ui": {"text": [...]}} (UniDiT Text Encode: the words the model does not know;
+// UniDiT Unload Models: what it unloaded), shown in a line under the node's widgets.
+const NOTE_NODES = new Set(["UniDiTTextEncode", "UniDiTUnloadModels"]);
+
+function showNote(node, output) {
+  const text = (output?.text ?? []).join(" ");
+  if (!node || !node.uniditNote) return;
+  node.uniditNote.textContent = text;
+  node.uniditNote.style.display = text ? "block" : "none";
+}
+
+app.registerExtension({
+  name: "UniDiT.Notes",
+
+  beforeRegisterNodeDef(nodeType, nodeData) {
+    if (!NOTE_NODES.has(nodeData.name)) return;
+    const { onNodeCreated, onExecuted } = nodeType.prototype;
+    nodeType.prototype.onNodeCreated = function () {
+      const result = onNodeCreated?.apply(this, arguments);
+      this.uniditNote = document.createElement("div");
+      this.uniditNote.style.cssText = "display:none;padding:4px 6px;font:12px sans-serif;color:#e8c46a;"
+        + "white-space:pre-wrap;overflow-wrap:anywhere";
+      const widget = this.addDOMWidget("unidit_note", "unidit_note", this.uniditNote, { serialize: false });
+      widget.serialize = false;  // not part of widgets_values (positional: they must not shift)
+      return result;
+    };
+    nodeType.prototype.onExecuted = function (output) {
+      onExecuted?.apply(this, arguments);
+      showNote(this, output);
+    };
   },
 });

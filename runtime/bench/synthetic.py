@@ -64,7 +64,7 @@ def write_safetensors(path: os.PathLike, tensors: Iterable[tuple[str, tuple, tor
         handle.write(encoded)
         for name, shape, dtype in entries:
             tensor = make(name, tuple(shape)).to(dtype).contiguous()
-            handle.write(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+            handle.write(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
     return path
 
 

@@ -21,6 +21,7 @@ from tensor shapes and builds the parts. :func:`load_model` picks the family of 
 """
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,10 +97,11 @@ class Capabilities:
 class MemoryCost:
     """Device memory a run needs beside the weights, in units of the compute dtype's size: per token of one
     denoiser forward (both guidance branches count), and per output pixel of one decoded chunk (the autoencoder
-    decodes one latent frame at a time)."""
+    decodes one latent frame at a time, or whole clips when ``decodes_whole_clips``)."""
 
     per_token: int
     per_decoded_pixel: int
+    decodes_whole_clips: bool = False
 
 
 @dataclass
@@ -152,13 +154,29 @@ class FamilyModel:
             tokens = b * (2 if guided else 1) * f * self.capabilities.tokens_per_frame(h, w)
             return tokens * self.memory.per_token * itemsize
         if part == "autoencoder":
-            pixels = b * self.capabilities.temporal_factor * h * w * self.capabilities.spatial_factor ** 2
+            t = self.capabilities.temporal_factor
+            frames = 1 + t * (f - 1) if self.memory.decodes_whole_clips else t
+            pixels = b * frames * h * w * self.capabilities.spatial_factor ** 2
             return pixels * self.memory.per_decoded_pixel * itemsize
         return 0
 
     def block_lists(self) -> list:
         """The denoiser's lists of identical transformer blocks (one per expert), for block swap."""
         return self.denoiser.block_lists()
+
+    def with_loras(self, loras: list) -> "FamilyModel":
+        """A view of this model whose denoiser applies ``loras`` [(LoRAWeights, strength)] on every call; the
+        model itself, shared by every run, is not changed."""
+        from ..lora import LoRADenoiser
+
+        active = [(lora, strength) for lora, strength in loras if strength != 0]
+        if not active:
+            return self
+        entries = [(lora, strength, targets) for lora, strength in active
+                   for targets in self.denoiser.lora_targets() if set(lora.layers) <= set(targets)]
+        view = copy.copy(self)
+        view.denoiser = LoRADenoiser(self.denoiser, entries)
+        return view
 
     @torch.no_grad()
     def encode_prompts(self, prompts: list[str]) -> TextConditioning:

@@ -9,6 +9,7 @@ import torch.nn as nn
 
 from ..bundle import ModelBundle
 from ..checkpoint import is_bundle
+from ..lora import linear_layers
 from ..model.config import modality_index
 from ..model.dit import UniDiT
 from ..text.conditioning import TextConditioning
@@ -34,6 +35,13 @@ class UniDiTDenoiser(nn.Module):
 
     def block_lists(self) -> list:
         return [self.dit.blocks]
+
+    def lora_targets(self) -> list[dict]:
+        return [linear_layers(self.dit)]
+
+    @staticmethod
+    def lora_name(name: str) -> str:
+        return name
 
 
 class BundleTextEncoder(nn.Module):
@@ -61,8 +69,10 @@ def model_from_bundle(bundle: ModelBundle, device: Optional[torch.device] = None
         patch=dit.patch_size, trained_sizes=((d.width, d.height),), defaults=d)
     text_encoder = BundleTextEncoder(bundle.text_encoder, bundle.tokenizer)
     # Per token: a few [tokens, width] tensors and the gated MLP's two [tokens, mlp] halves; per decoded pixel:
-    # the frame decoder's widest full-resolution activations.
-    memory = MemoryCost(per_token=8 * dit.hidden_size + 3 * dit.mlp_hidden, per_decoded_pixel=4 * vae.channels[0])
+    # the frame decoder's full-resolution activations, for every frame of the clip at once (measured on the
+    # shipped bundle in fp32: 0.7 to 1 KB per decoded pixel, 8 x its 32 full-resolution channels x 4 bytes).
+    memory = MemoryCost(per_token=8 * dit.hidden_size + 3 * dit.mlp_hidden, per_decoded_pixel=8 * vae.channels[0],
+                        decodes_whole_clips=True)
     return FamilyModel(capabilities, UniDiTDenoiser(bundle.dit), text_encoder, bundle.autoencoder, memory,
                        bundle.splat_decoder, rig=bundle.rig, device=device or bundle.device, dtype=bundle.dtype,
                        info=bundle.info)

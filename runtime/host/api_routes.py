@@ -26,7 +26,7 @@ from typing import Optional
 from aiohttp import web
 
 from .. import comfy_bridge
-from .executor import validate_prompt
+from .validation import MAX_PROMPT_NODES, validate_prompt
 from .frontend import FRONTEND_VERSION, PACK_NAME, extension_urls, template_names
 from .jobs import STATUSES, history_job, list_jobs, queued_job
 from .middleware import ApiError, json_response, read_json, read_json_object, strip_absolute_paths
@@ -119,10 +119,11 @@ class HostApi:
     """The API routes, over the server's nodes, queue and worker."""
 
     def __init__(self, nodes: dict, display_names: dict, python_modules: dict, services: comfy_bridge.HostServices,
-                 queue: PromptQueue, worker: PromptWorker, features: dict, model_folders: dict, version: str):
+                 queue: PromptQueue, worker: PromptWorker, features: dict, model_folders: dict, version: str,
+                 max_prompt_nodes: int = MAX_PROMPT_NODES):
         self.nodes, self.display_names, self.python_modules = nodes, display_names, python_modules
         self.services, self.queue, self.worker, self.features = services, queue, worker, features
-        self.model_folders, self.version = model_folders, version
+        self.model_folders, self.version, self.max_prompt_nodes = model_folders, version, max_prompt_nodes
         self.next_number = 0
 
     def routes(self) -> list:
@@ -188,10 +189,7 @@ class HostApi:
 
     def _validate(self, prompt, targets):
         try:
-            return self._with_services(validate_prompt, prompt, self.nodes, targets)
-        except RecursionError:
-            raise prompt_error("invalid_prompt", "Prompt is nested too deeply",
-                               "a chain of linked nodes is too long to validate") from None
+            return self._with_services(validate_prompt, prompt, self.nodes, targets, self.max_prompt_nodes)
         except Exception as problem:  # a node's own declarations failed: report it, as ComfyUI does
             raise prompt_error("exception_during_validation", "Exception when validating the prompt",
                                strip_absolute_paths(f"{type(problem).__name__}: {problem}")) from None

@@ -66,6 +66,10 @@ def _add_compute_options(parser) -> None:
     parser.add_argument("--preview-method", choices=["none", "latent2rgb", "decode"], default="latent2rgb",
                         help="sampling previews: none, a cheap latent -> RGB projection, or a full decode "
                              "(default: %(default)s)")
+    parser.add_argument("--memory-budget", type=_positive_gb, default=None, metavar="GB",
+                        help="memory one generation may use: prompts whose sizes (pixels x frames x batch, tokens) "
+                             "need more are refused before they run (default: $UNIDIT_MEMORY_BUDGET_GB, else 3/4 of "
+                             "this machine's RAM)")
 
 
 def _positive_gb(text: str) -> float:
@@ -73,8 +77,8 @@ def _positive_gb(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of GB") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"the budget must be positive, got {text}")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"the budget must be a positive number of GB, got {text}")
     return value
 
 
@@ -88,7 +92,7 @@ def _compute_options(args):
             check_device(args.device)
         except ValueError as problem:
             raise SystemExit(f"error: {problem}") from None
-    return ComputeOptions(args.device, args.vram_budget, args.preview_method)
+    return ComputeOptions(args.device, args.vram_budget, args.preview_method, args.memory_budget)
 
 
 def _add_demo(subparsers) -> None:
@@ -112,6 +116,8 @@ def _run_demo(args) -> int:
     except ValueError as problem:  # a device this machine lacks
         print(f"error: {problem}", file=sys.stderr)
         return 2
+    if outputs["note"]:
+        print(f"note: {outputs['note']}")
     for kind in ("image", "video", "splat", "mesh"):
         print(f"{kind:<6} {outputs[kind]}")
     print(f"done in {outputs['seconds']} s")
@@ -302,33 +308,72 @@ def _add_train(subparsers) -> None:
     train.add_argument("--seed", type=int, default=0,
                        help="seed of the data and the initial weights (default: %(default)s)")
     train.add_argument("--lora-rank", type=int, default=None,
-                       help="fine-tune the backbone of --from with LoRA adapters of this rank instead")
-    train.add_argument("--from", dest="base", type=Path, default=None, help="the bundle LoRA fine-tunes")
-    train.add_argument("--overwrite", action="store_true", help="replace an existing output bundle")
+                       help="instead of a bundle, train a LoRA of this rank on the backbone of --from and write "
+                            "it as a .safetensors LoRA file (for the UniDiT LoRA node)")
+    train.add_argument("--from", dest="base", type=Path, default=None,
+                       help="the bundle a LoRA adapts (default: the shipped demo bundle)")
+    train.add_argument("--subject", default=None, metavar="'COLOUR SHAPE'",
+                       help="train the LoRA on clips of this one subject, e.g. 'red torus' (default: the preset's "
+                            "data)")
+    train.add_argument("--steps", type=int, default=None, help="LoRA training steps (default: 300)")
+    train.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     train.set_defaults(handler=_run_train)
 
 
 def _run_train(args) -> int:
-    from ..bundle import SHIPPED_BUNDLE, ModelBundle
-    from ..train.recipe import PRESETS, fine_tune_lora, train_bundle
+    from ..bundle import SHIPPED_BUNDLE
+    from ..train.recipe import PRESETS, train_bundle
 
     preset = PRESETS[args.preset]
     work = args.work or Path("runs") / args.preset
     if args.lora_rank is not None:
-        base = args.base or SHIPPED_BUNDLE
-        out = args.out or work / f"{base.stem}-lora{args.lora_rank}.safetensors"
-    else:
-        out = args.out or (SHIPPED_BUNDLE if preset.name == "toyworld" else work / f"unidit-{preset.name}.safetensors")
+        return _train_lora(args, preset, work, args.base or SHIPPED_BUNDLE)
+    if args.subject or args.steps or args.base:
+        print("error: --subject, --steps and --from belong to LoRA training; add --lora-rank", file=sys.stderr)
+        return 2
+    out = args.out or (SHIPPED_BUNDLE if preset.name == "toyworld" else work / f"unidit-{preset.name}.safetensors")
     if out.exists() and not args.overwrite:
         print(f"error: {out} exists; pass --overwrite to replace it, or choose another --out", file=sys.stderr)
         return 2
-    if args.lora_rank is not None:
-        bundle = fine_tune_lora(ModelBundle.load(base), preset, work, args.lora_rank, args.seed)
-    else:
-        bundle = train_bundle(preset, work, args.seed)
+    bundle = train_bundle(preset, work, args.seed)
     bundle.save(out, overwrite=args.overwrite)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
     print(json.dumps(bundle.info, indent=2))
+    return 0
+
+
+def _train_lora(args, preset, work: Path, base: Path) -> int:
+    from ..bundle import ModelBundle
+    from ..lora import save_lora
+    from ..train.recipe import fine_tune_lora
+
+    subject = None
+    if args.subject:
+        subject = tuple(args.subject.lower().split())
+        if len(subject) != 2:
+            print(f"error: --subject takes a colour and a shape, e.g. 'red torus'; got {args.subject!r}",
+                  file=sys.stderr)
+            return 2
+    stem = f"{base.stem}-lora{args.lora_rank}" + (f"-{'-'.join(subject)}" if subject else "")
+    out = args.out or work / f"{stem}.safetensors"
+    if out.suffix != ".safetensors":
+        print(f"error: a LoRA is written as a .safetensors file; got --out {out}", file=sys.stderr)
+        return 2
+    if out.exists() and not args.overwrite:
+        print(f"error: {out} exists; pass --overwrite to replace it, or choose another --out", file=sys.stderr)
+        return 2
+    try:
+        layers, report = fine_tune_lora(ModelBundle.load(base), preset, work, args.lora_rank, args.seed,
+                                        subject=subject, steps=args.steps)
+    except ValueError as problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_lora(out, layers, {"base": base.name, "rank": str(args.lora_rank), "subject": report["subject"]},
+              overwrite=args.overwrite)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB, {len(layers)} layers); copy it to ComfyUI's "
+          f"models/loras to use it with the UniDiT LoRA node")
+    print(json.dumps(report, indent=2))
     return 0
 
 

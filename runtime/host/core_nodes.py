@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from .. import comfy_bridge
+from .. import comfy_bridge, memory_budget
 from ..media.image import prompt_text, save_png_images
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
@@ -52,12 +52,16 @@ class LoadImage:
         return True if _input_path(image) else f"Invalid image file: {image}"
 
     def load_image(self, image):
-        with Image.open(_input_path(image)) as opened:
-            picture = ImageOps.exif_transpose(opened)
-            rgba = picture.convert("RGBA")
-        array = np.asarray(rgba).astype(np.float32) / 255.0
-        pixels = torch.from_numpy(array[..., :3].copy())[None]
-        mask = 1.0 - torch.from_numpy(array[..., 3].copy())[None]
+        try:
+            with Image.open(_input_path(image)) as opened:
+                memory_budget.check_image_size(*opened.size, image)  # before decoding
+                picture = ImageOps.exif_transpose(opened)
+                rgba = np.asarray(picture.convert("RGBA"))
+            pixels = torch.from_numpy(rgba[..., :3].astype(np.float32) / 255.0)[None]
+            mask = 1.0 - torch.from_numpy(rgba[..., 3].astype(np.float32) / 255.0)[None]
+            del rgba
+        finally:
+            memory_budget.give_back_freed_memory()
         return (pixels, mask)
 
 
@@ -101,5 +105,34 @@ class PreviewImage(SaveImage):
         return super().save_images(images, f"ComfyUI_temp_{secrets.token_hex(3)}", prompt, extra_pnginfo)
 
 
-CORE_NODES = {"LoadImage": LoadImage, "SaveImage": SaveImage, "PreviewImage": PreviewImage}
-CORE_DISPLAY_NAMES = {"LoadImage": "Load Image", "SaveImage": "Save Image", "PreviewImage": "Preview Image"}
+class ImageBatch:
+    CATEGORY = "image"
+    DESCRIPTION = "Puts two image batches into one; the second is resized (centre-cropped) to the first's size."
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "batch"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"image1": ("IMAGE",), "image2": ("IMAGE",)}}
+
+    def batch(self, image1, image2):
+        if image1.shape[1:] != image2.shape[1:]:
+            image2 = _resize_cropped(image2, image1.shape[2], image1.shape[1])
+        return (torch.cat([image1, image2]),)
+
+
+def _resize_cropped(images: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """[N, H, W, 3] centre-cropped to the aspect of width x height, then resized bilinearly (as core does)."""
+    old_height, old_width = images.shape[1:3]
+    x = y = 0
+    if old_width / old_height > width / height:
+        x = round((old_width - old_height * width / height) / 2)
+    elif old_width / old_height < width / height:
+        y = round((old_height - old_width * height / width) / 2)
+    cropped = images[:, y:old_height - y, x:old_width - x].movedim(-1, 1)
+    return torch.nn.functional.interpolate(cropped, size=(height, width), mode="bilinear").movedim(1, -1)
+
+
+CORE_NODES = {"LoadImage": LoadImage, "SaveImage": SaveImage, "PreviewImage": PreviewImage, "ImageBatch": ImageBatch}
+CORE_DISPLAY_NAMES = {"LoadImage": "Load Image", "SaveImage": "Save Image", "PreviewImage": "Preview Image",
+                      "ImageBatch": "Batch Images"}

@@ -1,9 +1,7 @@
-"""The graph executor: runs API-format prompts with ComfyUI's semantics, without ComfyUI.
+"""The graph executor: runs validated API-format prompts with ComfyUI's semantics, without ComfyUI.
 
-- Validation follows ComfyUI's rules and error shapes (``node_errors``: per node, its errors, the outputs that
-  depend on it, its class): missing classes, required inputs, links (to existing nodes and slots, with
-  matching types), value coercion (int, float, str, bool), min / max, combo lists, ``VALIDATE_INPUTS``. A prompt
-  runs when at least one of its output nodes validates. Cycles are reported, not followed.
+- Validation (ComfyUI's rules and ``node_errors`` shapes) lives in :mod:`.validation`; :func:`validate_prompt`
+  is re-exported here for the callers that run what they validate.
 - Caching follows ComfyUI's default: a node's outputs are kept under its id with the signature of its inputs
   (widget values, ``IS_CHANGED``, and recursively the signatures of the nodes it links to); when a prompt is
   queued again with one value changed, only the nodes whose signature changed run again. Entries of nodes absent
@@ -20,9 +18,7 @@ The executor knows nothing about any particular node: it sees classes with Comfy
 """
 from __future__ import annotations
 
-
 import inspect
-import math
 import time
 import traceback
 from dataclasses import dataclass, field, replace
@@ -31,239 +27,12 @@ from typing import Any, Callable, Optional
 
 from .. import comfy_bridge, parallel
 from ..sampling.sampler import SamplingInterrupted
+from .validation import Declarations, Validation, input_spec, is_link, node_inputs, numeric_order, validate_prompt
+
+__all__ = ["Executor", "ExecutionResult", "FailedOnAnotherRank", "Validation", "validate_prompt", "node_inputs",
+           "input_spec"]  # the last four re-exported from .validation for the callers that run what they validate
 
 Emit = Callable[[str, dict], None]
-PRIMITIVES = ("INT", "FLOAT", "STRING", "BOOLEAN")
-
-
-def node_inputs(cls) -> dict:
-    """``INPUT_TYPES()`` with the three sections always present."""
-    declared = cls.INPUT_TYPES()
-    return {section: dict(declared.get(section) or {}) for section in ("required", "optional", "hidden")}
-
-
-def input_spec(spec) -> tuple[Any, dict]:
-    """(type, options) of an input declaration: a list type is a combo."""
-    kind = spec[0]
-    options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
-    return kind, options
-
-
-def is_link(value) -> bool:
-    return isinstance(value, list) and len(value) == 2 and isinstance(value[0], str) and isinstance(value[1], int) \
-        and not isinstance(value[1], bool)
-
-
-def types_match(received: str, expected) -> bool:
-    """ComfyUI's rule: "*" matches anything; comma-separated unions match when they overlap."""
-    if isinstance(expected, list):
-        expected = "COMBO"
-    if received == "*" or expected == "*":
-        return True
-    return bool(set(str(received).split(",")) & set(str(expected).split(",")))
-
-
-def error(kind: str, message: str, details: str = "", **extra) -> dict:
-    return {"type": kind, "message": message, "details": details, "extra_info": extra}
-
-
-# ---- validation --------------------------------------------------------------------------------------------------
-
-@dataclass
-class Validation:
-    ok: bool
-    error: Optional[dict]
-    node_errors: dict
-    outputs: list          # ids of the output nodes that validated
-    prompt: dict           # the prompt with values coerced
-
-
-def validate_prompt(prompt: Any, nodes: dict, partial_targets: Optional[list] = None) -> Validation:
-    if not isinstance(prompt, dict) or not prompt:
-        return Validation(False, error("invalid_prompt", "Prompt must be a non-empty object of nodes"), {}, [],
-                          {})
-    coerced: dict = {}
-    for node_id, node in prompt.items():
-        if not isinstance(node, dict) or not isinstance(node.get("inputs", {}), dict):
-            return Validation(False, error("invalid_prompt", f"Node '{node_id}' must be an object with "
-                                                             f"'class_type' and 'inputs'", f"Node ID '#{node_id}'"),
-                              {}, [], {})
-        class_type = node.get("class_type")
-        if not isinstance(class_type, str) or class_type not in nodes:
-            title = (node.get("_meta") or {}).get("title", class_type) if isinstance(node.get("_meta"), dict) \
-                else class_type
-            return Validation(False, error("missing_node_type",
-                                           f"Node '{class_type}' not found. The custom node may not be installed.",
-                                           f"Node ID '#{node_id}'", node_id=str(node_id), class_type=class_type,
-                                           node_title=title), {}, [], {})
-        coerced[str(node_id)] = {"class_type": class_type, "inputs": dict(node.get("inputs", {}))}
-    outputs = [node_id for node_id, node in coerced.items() if getattr(nodes[node["class_type"]], "OUTPUT_NODE", False)]
-    if partial_targets is not None:
-        outputs = [node_id for node_id in outputs if node_id in {str(t) for t in partial_targets}]
-    if not outputs:
-        return Validation(False, error("prompt_no_outputs", "Prompt has no outputs"), {}, [], coerced)
-
-    results: dict = {}  # node id -> list of its own errors ([] when valid)
-    valid: dict = {}    # node id -> whether it and everything upstream is valid
-    for output in sorted(outputs, key=_numeric_order):
-        _validate_node(output, coerced, nodes, results, valid, [])
-    good = [output for output in outputs if valid.get(output)]
-    node_errors: dict = {}
-    for output in outputs:
-        if valid.get(output):
-            continue
-        for node_id in _upstream(output, coerced):
-            if results.get(node_id):
-                entry = node_errors.setdefault(node_id, {"errors": results[node_id], "dependent_outputs": [],
-                                                         "class_type": coerced[node_id]["class_type"]})
-                if output not in entry["dependent_outputs"]:
-                    entry["dependent_outputs"].append(output)
-    if not good:
-        details = "\n".join(f"{e['message']}: {e['details']}" for output in outputs for e in results.get(output, []))
-        return Validation(False, error("prompt_outputs_failed_validation", "Prompt outputs failed validation",
-                                       details), node_errors, [], coerced)
-    return Validation(True, None, node_errors, good, coerced)
-
-
-def _numeric_order(node_id: str):
-    return (0, int(node_id), "") if node_id.isdigit() else (1, 0, node_id)
-
-
-def _upstream(node_id: str, prompt: dict) -> list:
-    seen, stack = [], [node_id]
-    while stack:
-        current = stack.pop()
-        if current in seen or current not in prompt:
-            continue
-        seen.append(current)
-        stack += [value[0] for value in prompt[current]["inputs"].values() if is_link(value)]
-    return seen
-
-
-def _validate_node(node_id: str, prompt: dict, nodes: dict, results: dict, valid: dict, path: list) -> bool:
-    if node_id in valid:
-        return valid[node_id]
-    node = prompt[node_id]
-    cls = nodes[node["class_type"]]
-    errors: list = []
-    upstream_ok = True
-    declared = node_inputs(cls)
-    checked_by_node = set(inspect.signature(cls.VALIDATE_INPUTS).parameters) if hasattr(cls, "VALIDATE_INPUTS") \
-        else set()
-    for section in ("required", "optional"):
-        for name, spec in declared[section].items():
-            kind, options = input_spec(spec)
-            if name not in node["inputs"]:
-                if section == "required":
-                    errors.append(error("required_input_missing", "Required input is missing", name,
-                                        input_name=name))
-                continue
-            value = node["inputs"][name]
-            if is_link(value):
-                source_id, slot = value
-                if source_id not in prompt:
-                    errors.append(error("bad_linked_input", f"Input '{name}' links to node '{source_id}', which is "
-                                                            f"not in the prompt", name, input_name=name,
-                                        received_value=value))
-                    continue
-                source = nodes[prompt[source_id]["class_type"]]
-                returns = tuple(getattr(source, "RETURN_TYPES", ()))
-                if not 0 <= slot < len(returns):
-                    errors.append(error("bad_linked_input", f"Input '{name}' links to output {slot} of node "
-                                                            f"'{source_id}', which has {len(returns)} outputs",
-                                        name, input_name=name, received_value=value))
-                    continue
-                if not types_match(returns[slot], kind):
-                    errors.append(error("return_type_mismatch", "Return type mismatch between linked nodes",
-                                        f"{name}, received_type({returns[slot]}) mismatch input_type({kind})",
-                                        input_name=name, input_config=[kind, options],
-                                        received_type=returns[slot], linked_node=value))
-                    continue
-                if source_id in path or source_id == node_id:
-                    errors.append(error("dependency_cycle", "Dependency cycle detected",
-                                        f"{name} -> node '{source_id}' -> ... -> node '{node_id}'", input_name=name))
-                    continue
-                if not _validate_node(source_id, prompt, nodes, results, valid, path + [node_id]):
-                    upstream_ok = False
-                continue
-            problem = _check_value(name, value, kind, options, name in checked_by_node)
-            if isinstance(problem, dict):
-                errors.append(problem)
-            else:
-                node["inputs"][name] = problem
-    if not errors and hasattr(cls, "VALIDATE_INPUTS"):
-        arguments = {k: v for k, v in node["inputs"].items() if k in checked_by_node and not is_link(v)}
-        try:
-            verdict = cls.VALIDATE_INPUTS(**arguments)
-        except Exception as exception:  # a node's own check failing is reported, not raised
-            verdict = f"{type(exception).__name__}: {exception}"
-        if verdict is not True:
-            errors.append(error("custom_validation_failed", "Custom validation failed for node",
-                                str(verdict), input_name=""))
-    results[node_id] = errors
-    valid[node_id] = upstream_ok and not errors
-    return valid[node_id]
-
-
-def _check_value(name: str, value, kind, options: dict, custom_check: bool):
-    """The coerced value, or an error dict. Inputs the node validates itself skip the range/list checks."""
-    config = [kind, options]
-    if isinstance(value, dict) and "__value__" in value:
-        value = value["__value__"]
-    if isinstance(value, (list, dict)) and kind in PRIMITIVES:
-        return error("invalid_input_type", f"Failed to convert an input value to a {kind} value",
-                     f"{name}, {value!r}", input_name=name, input_config=config, received_value=value)
-    try:
-        if kind == "INT":
-            value = _as_int(value)
-        elif kind == "FLOAT":
-            value = float(value)
-            if not math.isfinite(value):
-                raise ValueError("not a finite number")
-        elif kind == "STRING":
-            value = str(value)
-        elif kind == "BOOLEAN":
-            value = _as_bool(value)
-    except (TypeError, ValueError) as exception:
-        return error("invalid_input_type", f"Failed to convert an input value to a {kind} value",
-                     f"{name}, {value!r}, {exception}", input_name=name, input_config=config, received_value=value)
-    if custom_check:
-        return value
-    if kind in ("INT", "FLOAT"):
-        if "min" in options and value < options["min"]:
-            return error("value_smaller_than_min", f"Value {value} smaller than min of {options['min']}", name,
-                         input_name=name, input_config=config, received_value=value)
-        if "max" in options and value > options["max"]:
-            return error("value_bigger_than_max", f"Value {value} bigger than max of {options['max']}", name,
-                         input_name=name, input_config=config, received_value=value)
-    if isinstance(kind, list) and value not in kind:
-        shown = kind if len(kind) <= 20 else kind[:20] + ["..."]
-        return error("value_not_in_list", "Value not in list", f"{name}: '{value}' not in {shown}",
-                     input_name=name, input_config=[shown, options], received_value=value)
-    return value
-
-
-def _as_int(value) -> int:
-    if isinstance(value, bool):
-        return int(value)
-    if isinstance(value, float):
-        if not value.is_integer():
-            raise ValueError(f"{value} is not a whole number")
-        return int(value)
-    return int(str(value).strip())
-
-
-def _as_bool(value) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, (int, float)):
-        return bool(value)
-    text = str(value).strip().lower()
-    if text in ("true", "1", "yes"):
-        return True
-    if text in ("false", "0", "no", ""):
-        return False
-    raise ValueError(f"{value!r} is not a boolean")
 
 
 # ---- execution ---------------------------------------------------------------------------------------------------
@@ -330,9 +99,10 @@ class Executor:
 
         self.interrupt_flag = False
         signatures: dict = {}
+        declarations = Declarations(self.nodes)
         order = self._execution_order(prompt, outputs)
         for node_id in order:
-            signatures[node_id] = self._signature(node_id, prompt, signatures)
+            signatures[node_id] = self._signature(node_id, prompt, signatures, declarations)
         for node_id in [k for k in self._cache if k not in prompt]:
             del self._cache[node_id]
         cached = [node_id for node_id in order if node_id in self._cache
@@ -363,7 +133,7 @@ class Executor:
                 node_token = comfy_bridge.current_node.set(node_id)
                 failure = None
                 try:
-                    values, ui = self._run_node(node_id, prompt, extra_data, prompt_id)
+                    values, ui = self._run_node(node_id, prompt, extra_data, prompt_id, declarations)
                 except (Exception, *comfy_bridge.interruption_types()) as exception:
                     failure = exception
                 finally:
@@ -399,26 +169,31 @@ class Executor:
             comfy_bridge.release_host(token)
         return result
 
-    def _execution_order(self, prompt: dict, outputs: list) -> list:
-        """Every node the outputs need, each after the nodes it links to."""
+    @staticmethod
+    def _execution_order(prompt: dict, outputs: list) -> list:
+        """Every node the outputs need, each after the nodes it links to (depth first, iteratively: a validated
+        prompt has no cycles)."""
         order: list = []
-
-        def visit(node_id: str) -> None:
-            if node_id in order:
-                return
-            for value in prompt[node_id]["inputs"].values():
-                if is_link(value):
-                    visit(value[0])
-            order.append(node_id)
-
-        for output in sorted(outputs, key=_numeric_order):
-            visit(output)
+        placed: set = set()
+        for output in sorted(outputs, key=numeric_order):
+            stack = [(output, iter(prompt[output]["inputs"].values()))]
+            placed.add(output)
+            while stack:
+                node_id, pending = stack[-1]
+                for value in pending:
+                    if is_link(value) and value[0] not in placed:
+                        placed.add(value[0])
+                        stack.append((value[0], iter(prompt[value[0]]["inputs"].values())))
+                        break
+                else:
+                    stack.pop()
+                    order.append(node_id)
         return order
 
-    def _signature(self, node_id: str, prompt: dict, known: dict):
+    def _signature(self, node_id: str, prompt: dict, known: dict, declarations: Declarations):
         node = prompt[node_id]
         cls = self.nodes[node["class_type"]]
-        declared = node_inputs(cls)
+        declared = declarations.inputs(node["class_type"])
         parts = [node["class_type"]]
         if hasattr(cls, "IS_CHANGED"):
             widgets = {k: (None if is_link(v) else v) for k, v in node["inputs"].items()}
@@ -435,13 +210,13 @@ class Executor:
         parts.append(tuple(inputs))
         return tuple(parts)
 
-    def _run_node(self, node_id: str, prompt: dict, extra_data: dict, prompt_id: str):
+    def _run_node(self, node_id: str, prompt: dict, extra_data: dict, prompt_id: str, declarations: Declarations):
         node = prompt[node_id]
         cls = self.nodes[node["class_type"]]
         instance = self._instances.get(node_id)
         if instance is None or type(instance) is not cls:
             instance = self._instances[node_id] = cls()
-        declared = node_inputs(cls)
+        declared = declarations.inputs(node["class_type"])
         arguments = {}
         for name, value in node["inputs"].items():
             if name not in declared["required"] and name not in declared["optional"]:

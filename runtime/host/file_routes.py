@@ -6,28 +6,35 @@
   subfolder that leaves the folder; 403 as well when the file, once symbolic links are resolved, lies outside
   the folder (ComfyUI follows such links); 404 when there is no such file;
 - HTML, JavaScript, CSS, SVG and XML are sent as ``application/octet-stream`` attachments (never rendered in
-  the app's origin); ``preview`` re-encodes an image (webp or jpeg), ``channel`` extracts rgb or alpha.
+  the app's origin); ``preview`` re-encodes an image (webp or jpeg), ``channel`` extracts rgb or alpha, for images
+  of at most 32 megapixels (400 above: ``runtime/memory_budget.py``); a ``Range`` that cannot be served is a 416.
 
 ``POST /upload/image`` (multipart: ``image``, ``type`` = input (default) | output | temp, ``subfolder``,
 ``overwrite`` = "true" | "1") -> ``{"name", "subfolder", "type"}``. An existing file with the same content is
 reused; a different one gets the next free ``name (1).ext``. Names that are not plain file names, and
-subfolders that leave the folder (also through links), are refused with 400. Writes are atomic; the size is
-bounded by the server's upload limit (413).
+subfolders that leave the folder (also through links), are refused with 400, as is a body that cannot be parsed
+(control bytes in a part's headers, an unknown transfer encoding or charset). Writes are atomic; the size is
+bounded by the server's upload limit (413). ``overwrite`` replaces a file of the input folder, as in ComfyUI, but
+never one of the output folder: outputs are never overwritten (the upload gets a free name there instead).
 """
 from __future__ import annotations
 
 import asyncio
+import binascii
 import io
 import mimetypes
 import os
+import zlib
 from pathlib import Path
 from typing import Optional
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from PIL import Image
 
+from .. import memory_budget
 from ..files import replace_atomic, store_unique
-from .middleware import ApiError, json_response
+from .middleware import ApiError, file_response, json_response
 from .safe_paths import is_plain_file_name, resolve_inside
 
 FOLDER_TYPES = ("output", "input", "temp")
@@ -85,7 +92,7 @@ class FileRoutes:
             content_type = "application/octet-stream"
             headers["Content-Disposition"] = f'attachment; filename="{quoted}"'
         headers["Content-Type"] = content_type
-        return web.FileResponse(path, headers=headers)
+        return await file_response(request, path, headers)
 
     async def _converted_image(self, path: Path, query) -> web.Response:
         preview = query.get("preview", "").split(";")
@@ -94,7 +101,14 @@ class FileRoutes:
             raise ApiError(400, "invalid_query", "channel must be rgb, a or rgba")
 
         def convert() -> tuple[bytes, str]:
+            try:
+                return convert_image()
+            finally:
+                memory_budget.give_back_freed_memory()
+
+        def convert_image() -> tuple[bytes, str]:
             with Image.open(path) as image:
+                memory_budget.check_image_size(*image.size, "The image")
                 if "preview" in query:
                     kind = preview[0] if preview[0] in ("webp", "jpeg") and "a" not in channel else "webp"
                     quality = int(preview[-1]) if preview[-1].isdigit() and int(preview[-1]) <= 100 else 90
@@ -112,6 +126,8 @@ class FileRoutes:
 
         try:
             body, content_type = await asyncio.to_thread(convert)
+        except memory_budget.OverMemoryBudget as problem:
+            raise ApiError(400, "image_too_large", str(problem)) from None
         except (OSError, ValueError, Image.DecompressionBombError) as problem:
             raise ApiError(400, "not_an_image", "The file cannot be converted as an image",
                            type(problem).__name__) from None
@@ -124,8 +140,11 @@ class FileRoutes:
             raise ApiError(400, "invalid_request", "Expected a multipart/form-data body with an 'image' file")
         try:
             form = await request.post()
-        except ValueError as problem:
-            raise ApiError(400, "invalid_request", "Malformed multipart body", str(problem)[:200]) from None
+        except (ValueError, LookupError, RuntimeError, zlib.error, binascii.Error, HttpProcessingError) as problem:
+            # what aiohttp raises for a body it cannot parse: control bytes or bad folding in a part's headers,
+            # an unknown Content-Transfer-Encoding or charset, undecodable content
+            details = problem.message if isinstance(problem, HttpProcessingError) else str(problem)
+            raise ApiError(400, "invalid_request", "Malformed multipart body", str(details)[:200]) from None
         image = form.get("image")
         if not isinstance(image, web.FileField):
             raise ApiError(400, "invalid_request", "No 'image' file in the form")
@@ -141,7 +160,7 @@ class FileRoutes:
         folder = resolve_inside(root, os.path.normpath(subfolder)) if not os.path.isabs(subfolder) else None
         if folder is None:
             raise ApiError(400, "forbidden_path", "The subfolder leads outside the folder")
-        overwrite = form.get("overwrite") in ("true", "1")
+        overwrite = form.get("overwrite") in ("true", "1") and kind != "output"
         data = image.file.read()
         saved = await asyncio.to_thread(self._store, folder, name, data, overwrite)
         return json_response(request, {"name": saved, "subfolder": subfolder, "type": kind})

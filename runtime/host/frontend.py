@@ -19,7 +19,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from .middleware import ApiError, json_response
+from .middleware import ApiError, file_response, json_response
 from .safe_paths import is_plain_file_name, resolve_inside
 
 log = logging.getLogger("unidit.server")
@@ -72,7 +72,7 @@ async def workflow_template(request: web.Request) -> web.FileResponse:
     if not is_plain_file_name(name) or stem not in template_names() or suffix not in TEMPLATE_FILES \
             or not path.is_file():
         raise ApiError(404, "not_found", "No such workflow template file", name[:200])
-    return web.FileResponse(path, headers={"Content-Type": TEMPLATE_FILES[suffix]})
+    return await file_response(request, path, {"Content-Type": TEMPLATE_FILES[suffix]})
 
 
 def add_frontend_routes(app: web.Application, root: Path) -> None:
@@ -80,7 +80,7 @@ def add_frontend_routes(app: web.Application, root: Path) -> None:
     frontend or of the pack's ``web/``, else 404, or 405 for a known route asked with another method)."""
 
     async def index(request: web.Request) -> web.FileResponse:
-        return web.FileResponse(root / "index.html", headers={
+        return await file_response(request, root / "index.html", {
             "Cache-Control": "no-store, must-revalidate", "Pragma": "no-cache", "Expires": "0"})
 
     async def empty_stylesheet(request: web.Request) -> web.Response:
@@ -110,7 +110,7 @@ def add_frontend_routes(app: web.Application, root: Path) -> None:
         path = resolve_inside(folder, name) if name else None
         if path is None or not path.is_file():
             raise ApiError(404, "not_found", "No such file or route", request.path[:200])
-        return web.FileResponse(path)
+        return await file_response(request, path)
 
     app.router.add_get("/", index)
     app.router.add_get("/user.css", empty_stylesheet)

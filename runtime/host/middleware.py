@@ -7,13 +7,18 @@ Contract:
   Malformed requests get 4xx, never 5xx; an unexpected exception is logged and answered with a generic 500.
 - Request bodies parsed as JSON are bounded in size (413) and nesting depth (400); ``NaN``/``Infinity`` are
   refused (they are not JSON, and would be echoed back as invalid JSON).
-- A request whose ``Origin`` names another host than the loopback ``Host`` it was sent to is refused with 403
-  (ComfyUI's defence against web pages queueing work on a local server), as is ``Sec-Fetch-Site: cross-site``.
+- Cross-origin requests are refused with 403 (the defence against web pages queueing work on the server; there
+  is no authentication): one whose ``Origin`` differs from the ``Host`` it was sent to, comparing scheme-default
+  ports too (an Origin without a port is port 80 for http); one marked ``Sec-Fetch-Site: cross-site``; and, on a
+  connection that arrived at a loopback address, one whose ``Host`` is not a loopback name (DNS rebinding: a
+  foreign name resolved to 127.0.0.1 makes the browser treat this server as that site's own).
+- Files are answered through :func:`file_response`: a ``Range`` that cannot be served is a JSON 416.
 - No absolute path of the server's folders appears in JSON sent to a client: :class:`PathRedactor` rewrites
   them to short names (``output/...``, ``<python>/...``).
 """
 from __future__ import annotations
 
+import asyncio
 import errno
 import ipaddress
 import json
@@ -28,21 +33,26 @@ from typing import Any, Iterable, Optional
 
 from aiohttp import web
 
+from .workflow import MAX_JSON_DEPTH, nesting_exceeds
+
 log = logging.getLogger("unidit.server")
 
-MAX_JSON_DEPTH = 64
 PATH_BOUNDARY = r"(?=[/\\\s'\")\],:;]|$)"   # what may follow a folder's path inside a text
 NAME_ERRNOS = (errno.ENAMETOOLONG, errno.EILSEQ, errno.ENOTDIR, errno.EINVAL)
 STATUS_TYPES = {400: "bad_request", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
-                409: "conflict", 413: "request_too_large", 415: "unsupported_media_type", 429: "too_many_requests"}
+                409: "conflict", 413: "request_too_large", 415: "unsupported_media_type",
+                416: "range_not_satisfiable", 429: "too_many_requests"}
+PARSE_IN_THREAD = 64 * 1024      # JSON bodies larger than this are parsed off the event loop
 
 
 class ApiError(Exception):
-    """An error answered as ``{"error": {...}, **extra}`` with ``status``."""
+    """An error answered as ``{"error": {...}, **extra}`` with ``status`` (and ``headers``)."""
 
-    def __init__(self, status: int, kind: str, message: str, details: str = "", **extra):
+    def __init__(self, status: int, kind: str, message: str, details: str = "", headers: Optional[dict] = None,
+                 **extra):
         super().__init__(message)
         self.status, self.kind, self.message, self.details, self.extra = status, kind, message, details, extra
+        self.headers = headers or {}
 
     def body(self) -> dict:
         return {"error": error_object(self.kind, self.message, self.details), **self.extra}
@@ -148,22 +158,10 @@ def parse_json(data: bytes) -> Any:
                        f"at most {MAX_JSON_DEPTH} levels of arrays and objects") from None
     except (UnicodeDecodeError, ValueError) as problem:
         raise ApiError(400, "invalid_json", "The request body is not valid JSON", str(problem)) from None
-    if _depth_exceeds(value, MAX_JSON_DEPTH):
+    if nesting_exceeds(value, MAX_JSON_DEPTH):
         raise ApiError(400, "invalid_json", "The request body is nested too deeply",
                        f"at most {MAX_JSON_DEPTH} levels of arrays and objects")
     return value
-
-
-def _depth_exceeds(value: Any, limit: int) -> bool:
-    stack = [(value, 1)]
-    while stack:
-        current, depth = stack.pop()
-        if isinstance(current, (dict, list)):
-            if depth > limit:
-                return True
-            children = current.values() if isinstance(current, dict) else current
-            stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
-    return False
 
 
 async def read_json(request: web.Request, *, empty: Any = ...) -> Any:
@@ -179,6 +177,8 @@ async def read_json(request: web.Request, *, empty: Any = ...) -> Any:
         if empty is not ...:
             return empty
         raise ApiError(400, "invalid_json", "The request body is empty", "expected a JSON value")
+    if len(data) > PARSE_IN_THREAD:  # a large prompt must not hold up every other request while it parses
+        return await asyncio.to_thread(parse_json, data)
     return parse_json(data)
 
 
@@ -202,7 +202,9 @@ async def json_errors(request: web.Request, handler):
     try:
         return await handler(request)
     except ApiError as problem:
-        return json_response(request, problem.body(), problem.status)
+        response = json_response(request, problem.body(), problem.status)
+        response.headers.update(problem.headers)
+        return response
     except web.HTTPException as problem:
         if problem.status < 400:
             raise
@@ -232,38 +234,92 @@ def _internal_error(request: web.Request) -> web.Response:
 
 
 def is_loopback(host: Optional[str]) -> bool:
+    """Whether a host name or address can only mean this machine: localhost (and names under .localhost, which
+    browsers resolve to it themselves), 127.0.0.0/8, ::1."""
     if not host:
         return False
-    if host.lower() == "localhost":
+    name = host.lower().rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
         return True
     try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
+        return ipaddress.ip_address(name.strip("[]")).is_loopback
     except ValueError:
         return False
 
 
+DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+
+
+def _host_and_port(authority: str, scheme: str) -> tuple[Optional[str], Optional[int]]:
+    """(host name, port) of ``host[:port]``, the port defaulting to the scheme's; ValueError when malformed."""
+    parts = urllib.parse.urlsplit("//" + authority.lower())
+    port = parts.port  # ValueError for a port that is not a number in range
+    return (parts.hostname.rstrip(".") if parts.hostname else None), \
+        (port if port is not None else DEFAULT_PORTS.get(scheme))
+
+
 @web.middleware
 async def same_origin_on_loopback(request: web.Request, handler):
-    """ComfyUI's CSRF rule: on a loopback Host, a request from a page of another origin is refused."""
+    """Refuse cross-origin requests and DNS rebinding (see the module docstring)."""
     if request.headers.get("Sec-Fetch-Site") == "cross-site":
         raise ApiError(403, "forbidden_origin", "Cross-site requests are not allowed")
     host, origin = request.headers.get("Host"), request.headers.get("Origin")
-    if host and origin:
-        try:
-            host_parts = urllib.parse.urlsplit("//" + host.lower())
+    try:
+        host_name, host_port = _host_and_port(host, request.scheme) if host else (None, None)
+        if origin is not None:
             origin_parts = urllib.parse.urlsplit(origin.lower())
-            host_port, origin_port = host_parts.port, origin_parts.port
-        except ValueError:
-            raise ApiError(400, "bad_request", "Malformed Host or Origin header") from None
-        if is_loopback(host_parts.hostname):
-            # like ComfyUI: compare ports only when both headers carry one; "Origin: null" never matches
-            host_name = host_parts.netloc if origin_port is not None else host_parts.hostname
-            origin_name = origin_parts.netloc if host_port is not None else origin_parts.hostname
-            if host_name != origin_name:
-                log.warning("refused a request from origin %r to host %r", origin, host)
-                raise ApiError(403, "forbidden_origin", "Requests from another origin are not allowed",
-                               "the Origin header does not match the loopback Host")
+            origin_host = _host_and_port(origin_parts.netloc, origin_parts.scheme) if origin_parts.netloc \
+                else (None, None)
+    except ValueError:
+        raise ApiError(400, "bad_request", "Malformed Host or Origin header") from None
+    if host and _arrived_on_loopback(request) and not is_loopback(host_name):
+        log.warning("refused a request for host %r on a loopback address", host[:200])
+        raise ApiError(403, "forbidden_host", "This server answers only to loopback host names",
+                       "open it as http://127.0.0.1:PORT or http://localhost:PORT (a foreign host name on a "
+                       "loopback address is how DNS rebinding attacks reach local servers); to serve other names, "
+                       "listen on another address with --listen")
+    if origin is not None and host and origin_host != (host_name, host_port):
+        log.warning("refused a request from origin %r to host %r", origin[:200], host[:200])
+        raise ApiError(403, "forbidden_origin", "Requests from another origin are not allowed",
+                       "the Origin header does not match the Host (scheme, name and port)")
     return await handler(request)
+
+
+def _arrived_on_loopback(request: web.Request) -> bool:
+    """Whether the connection was made to a loopback address of this machine."""
+    sockname = request.transport.get_extra_info("sockname") if request.transport is not None else None
+    address = sockname[0] if isinstance(sockname, (tuple, list)) and sockname else None
+    return isinstance(address, str) and is_loopback(address)
+
+
+async def file_response(request: web.Request, path, headers: Optional[dict] = None) -> web.FileResponse:
+    """``path`` as a file response, with the Range header checked first: aiohttp answers an unsatisfiable or
+    malformed one with an empty 416 of its own once the handler has returned, past the JSON errors."""
+    if "Range" in request.headers:
+        try:
+            status = await asyncio.to_thread(os.stat, path)
+        except FileNotFoundError:
+            raise ApiError(404, "not_found", "No such file", os.path.basename(path)) from None
+        if request.if_range is None or status.st_mtime <= request.if_range.timestamp():  # else: whole file
+            _check_range(request, status.st_size)
+    return web.FileResponse(path, headers=headers)
+
+
+def _check_range(request: web.Request, size: int) -> None:
+    """Raise the JSON 416 for a Range header that aiohttp would refuse for a file of ``size`` bytes."""
+    unsatisfiable = {"headers": {"Content-Range": f"bytes */{size}"}}
+    try:
+        requested = request.http_range
+    except ValueError:
+        raise ApiError(416, "range_not_satisfiable", "The Range header cannot be served",
+                       "one range: bytes=START-END, bytes=START- or bytes=-LENGTH", **unsatisfiable) from None
+    start = requested.start
+    if start is None:
+        return
+    first = max(start + size, 0) if start < 0 and requested.stop is None else start
+    if first >= size:
+        raise ApiError(416, "range_not_satisfiable", "The Range starts at or after the end of the file",
+                       f"the file has {size} bytes", **unsatisfiable)
 
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".gif", ".ico", ".apng", ".svg", ".webp", ".avif")

@@ -6,6 +6,8 @@
 - History entries read ``{"prompt": item, "outputs", "status": {status_str, completed, messages}, "meta"}``,
   oldest first, at most ``max_history`` of them (the oldest are dropped). The queue holds at most
   ``max_pending`` waiting items (:class:`QueueFull` beyond).
+- Memory is bounded by nodes too: the pending prompts hold at most ``max_nodes`` nodes together
+  (:class:`QueueFull` beyond), and the oldest history entries are dropped while the history holds more.
 - Flags (``unload_models``, ``free_memory``) are set by ``/free`` and taken by the worker between prompts.
 
 Thread-safe: the HTTP handlers and the worker thread share it. ``on_change`` is called (from whichever thread
@@ -47,8 +49,8 @@ class QueueFull(Exception):
 
 class PromptQueue:
     def __init__(self, max_pending: int = 1000, max_history: int = 1000,
-                 on_change: Callable[[], None] = lambda: None):
-        self.max_pending, self.max_history = max_pending, max_history
+                 on_change: Callable[[], None] = lambda: None, max_nodes: int = 200_000):
+        self.max_pending, self.max_history, self.max_nodes = max_pending, max_history, max_nodes
         self._on_change = on_change
         self._lock = threading.RLock()
         self._wake = threading.Condition(self._lock)
@@ -56,6 +58,8 @@ class PromptQueue:
         self._sequence = itertools.count()
         self._running: Optional[QueueItem] = None
         self._history: OrderedDict = OrderedDict()
+        self._pending_nodes = 0
+        self._history_nodes = 0
         self._flags: dict = {}
         self._closed = False
 
@@ -65,7 +69,11 @@ class PromptQueue:
         with self._lock:
             if len(self._heap) >= self.max_pending:
                 raise QueueFull(f"the queue already holds {self.max_pending} prompts")
+            if self._pending_nodes + len(item.prompt) > self.max_nodes:
+                raise QueueFull(f"the waiting prompts already hold {self._pending_nodes} nodes, and this one "
+                                f"{len(item.prompt)}; at most {self.max_nodes} wait together: queue it later")
             heapq.heappush(self._heap, (item.number, next(self._sequence), item))
+            self._pending_nodes += len(item.prompt)
             self._wake.notify()
         self._on_change()
 
@@ -78,6 +86,7 @@ class PromptQueue:
             if not self._heap or self._closed or self._flags:
                 return None
             item = heapq.heappop(self._heap)[2]
+            self._pending_nodes -= len(item.prompt)
             self._running = item
         self._on_change()
         return item
@@ -87,11 +96,13 @@ class PromptQueue:
         extra_data = {k: v for k, v in item.extra_data.items() if k not in SENSITIVE_EXTRA_DATA_KEYS}
         with self._lock:
             self._running = None
-            self._history.pop(item.prompt_id, None)
+            self._forget(item.prompt_id)
             self._history[item.prompt_id] = {"prompt": [item.number, item.prompt_id, item.prompt, extra_data,
                                                         item.outputs], **entry}
-            while len(self._history) > self.max_history:
-                self._history.popitem(last=False)
+            self._history_nodes += len(item.prompt)
+            while len(self._history) > self.max_history or (self._history_nodes > self.max_nodes
+                                                            and len(self._history) > 1):
+                self._forget(next(iter(self._history)))
         self._on_change()
 
     def running(self) -> Optional[QueueItem]:
@@ -114,6 +125,7 @@ class PromptQueue:
     def clear_pending(self) -> None:
         with self._lock:
             self._heap = []
+            self._pending_nodes = 0
         self._on_change()
 
     def delete_pending(self, prompt_id: str) -> bool:
@@ -123,6 +135,7 @@ class PromptQueue:
             if deleted:
                 heapq.heapify(kept)
                 self._heap = kept
+                self._pending_nodes = sum(len(entry[2].prompt) for entry in kept)
         if deleted:
             self._on_change()
         return deleted
@@ -154,10 +167,17 @@ class PromptQueue:
     def clear_history(self) -> None:
         with self._lock:
             self._history.clear()
+            self._history_nodes = 0
 
     def delete_history(self, prompt_id: str) -> None:
         with self._lock:
-            self._history.pop(prompt_id, None)
+            self._forget(prompt_id)
+
+    def _forget(self, prompt_id: str) -> None:
+        """Drop a history entry (the lock held)."""
+        entry = self._history.pop(prompt_id, None)
+        if entry is not None:
+            self._history_nodes -= len(entry["prompt"][2])
 
     # ---- flags and shutdown ------------------------------------------------------------------------------------
 

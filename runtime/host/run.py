@@ -65,7 +65,7 @@ def run_workflow(path: Path, output_dir: Path, overrides: Optional[list] = None,
     workflow = load_workflow(path)
     services_token = comfy_bridge.use_host(executor.services)  # combo lists (input images) during conversion
     try:
-        prompt = apply_overrides(to_api_prompt(workflow, nodes, standalone_display_names()), overrides or [])
+        prompt = apply_overrides(to_api_prompt(workflow, nodes, standalone_display_names()), overrides or [], nodes)
         validation = validate_prompt(prompt, nodes)
     finally:
         comfy_bridge.release_host(services_token)

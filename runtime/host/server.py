@@ -38,6 +38,7 @@ from .middleware import (JSON_LIMIT_KEY, REDACTOR_KEY, cache_headers, default_re
 from .prompt_queue import PromptQueue
 from .run import prepare_input_directory, standalone_display_names, standalone_nodes
 from .user_routes import UserRoutes
+from .validation import MAX_PROMPT_NODES
 from .websocket import ClientHub, websocket_route
 from .worker import PromptWorker
 
@@ -61,6 +62,8 @@ class ServerConfig:
     max_json_size_mb: float = 32.0        # bound of JSON bodies (prompts, settings)
     max_queue: int = 1000                 # pending prompts
     max_history: int = 1000               # finished prompts kept
+    max_prompt_nodes: int = MAX_PROMPT_NODES  # nodes of one prompt
+    max_queued_nodes: int = 200_000       # nodes of the pending prompts together, and of the history
     compute: comfy_bridge.ComputeOptions = field(default_factory=comfy_bridge.ComputeOptions)
 
     def folders(self) -> dict:
@@ -100,7 +103,8 @@ class HostServer:
         self.redact = default_redactor(labels)
         features = {"supports_preview_metadata": True, "max_upload_size": int(config.max_upload_size_mb * MEGABYTE)}
         self.hub = ClientHub(features, self.redact)
-        self.queue = PromptQueue(config.max_queue, config.max_history, self._broadcast_status)
+        self.queue = PromptQueue(config.max_queue, config.max_history, self._broadcast_status,
+                                 config.max_queued_nodes)
         if parallel.context() is None:
             self.worker = PromptWorker(self.queue, Executor(self.nodes, self.services), self.hub.send_threadsafe,
                                        self._unload_models)
@@ -110,7 +114,7 @@ class HostServer:
                                        on_exit=leader.stop_followers)
         python_modules = {name: "nodes" for name in CORE_NODES}
         self.api = HostApi(self.nodes, self.display_names, python_modules, self.services, self.queue, self.worker,
-                           features, self.model_folders, _package_version())
+                           features, self.model_folders, _package_version(), config.max_prompt_nodes)
         self.app = self._build_app(folders)
 
     @staticmethod

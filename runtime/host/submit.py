@@ -29,6 +29,7 @@ from .terminal import ProgressDisplay, rejection_text
 from .workflow import apply_overrides, is_ui_workflow, load_workflow, to_api_prompt
 
 MAX_MESSAGE = 64 * 1024 * 1024
+MAX_DOWNLOAD = 4 * 1024 ** 3     # bytes of one output file (a long 4K video is far less)
 
 
 class SubmitError(Exception):
@@ -46,7 +47,7 @@ class SubmitResult:
 def output_files(outputs: dict) -> list:
     """Every ``{filename, subfolder, type}`` item in a history entry's outputs."""
     found = []
-    for ui in outputs.values():
+    for ui in outputs.values() if isinstance(outputs, dict) else []:
         for items in (ui.values() if isinstance(ui, dict) else []):
             for item in items if isinstance(items, list) else []:
                 if isinstance(item, dict) and isinstance(item.get("filename"), str):
@@ -131,16 +132,23 @@ class _Connection:
             error, node_errors = (body.get("error"), body.get("node_errors")) if isinstance(body, dict) else (body, {})
             raise SubmitError(f"the server refused the workflow (HTTP {response.status}): "
                               f"{rejection_text(error, node_errors)}")
+        if not isinstance(body["prompt_id"], str):
+            raise SubmitError(f"the server answered a prompt_id that is not text: {body['prompt_id']!r:.100}")
         return body["prompt_id"]
 
     async def download(self, item: dict) -> bytes:
-        params = {"filename": item["filename"], "subfolder": item.get("subfolder") or "",
-                  "type": item.get("type") or "output"}
+        params = {"filename": item["filename"], "subfolder": str(item.get("subfolder") or ""),
+                  "type": str(item.get("type") or "output")}
         try:
             async with self.session.get(self.base + "/view", params=params) as response:
                 if response.status != 200:
                     raise SubmitError(f"cannot download {item['filename']}: HTTP {response.status}")
-                return await response.read()
+                data = bytearray()
+                async for chunk in response.content.iter_chunked(1 << 20):
+                    data += chunk
+                    if len(data) > MAX_DOWNLOAD:
+                        raise SubmitError(f"{item['filename']}: the server sent more than {MAX_DOWNLOAD} bytes")
+                return bytes(data)
         except aiohttp.ClientError as problem:
             raise SubmitError(f"cannot download {item['filename']}: {problem}") from None
 
@@ -164,14 +172,16 @@ async def _wait_until_done(connection: _Connection, prompt_id: str, display: Pro
 def outcome(entry: dict) -> tuple[str, Optional[dict]]:
     """(status, execution error) of a history entry: ``success``, ``interrupted`` or ``error`` with the data of
     its ``execution_error`` message."""
-    status = entry.get("status") or {}
-    events = dict((message[0], message[1]) for message in status.get("messages", [])
-                  if isinstance(message, list) and len(message) == 2)
+    status = entry.get("status") if isinstance(entry.get("status"), dict) else {}
+    messages = status.get("messages") if isinstance(status.get("messages"), list) else []
+    events = dict((message[0], message[1]) for message in messages
+                  if isinstance(message, list) and len(message) == 2 and isinstance(message[0], str))
     if status.get("status_str") == "success":
         return "success", None
     if "execution_interrupted" in events:
         return "interrupted", None
-    return "error", events.get("execution_error") or {"exception_message": "the server reported an error"}
+    failure = events.get("execution_error")
+    return "error", failure if isinstance(failure, dict) else {"exception_message": "the server reported an error"}
 
 
 async def submit_workflow(workflow_path: Path, server: str, out: Path, overrides: Optional[list] = None,
@@ -184,7 +194,7 @@ async def submit_workflow(workflow_path: Path, server: str, out: Path, overrides
         if not isinstance(definitions, dict):
             raise SubmitError("the server's /object_info is not an object of node definitions")
         names = {name: info.get("display_name", name) for name, info in definitions.items() if isinstance(info, dict)}
-        prompt = apply_overrides(to_api_prompt(workflow, definitions, names), overrides or [])
+        prompt = apply_overrides(to_api_prompt(workflow, definitions, names), overrides or [], definitions)
         payload = {"prompt": prompt, "client_id": connection.client_id}
         if is_ui_workflow(workflow):
             payload["extra_data"] = {"extra_pnginfo": {"workflow": workflow}}
@@ -197,7 +207,9 @@ async def submit_workflow(workflow_path: Path, server: str, out: Path, overrides
             raise SubmitError(f"no result after {timeout} s (prompt {prompt_id} may still be running)") from None
         finally:
             display.close()
-        entry = (await connection.get_json(f"/history/{prompt_id}")).get(prompt_id) or {}
+        history = await connection.get_json(f"/history/{prompt_id}")
+        entry = history.get(prompt_id) if isinstance(history, dict) else None
+        entry = entry if isinstance(entry, dict) else {}
         files = []
         for item in output_files(entry.get("outputs") or {}):
             saved = _save_download(out, item, await connection.download(item))

@@ -22,21 +22,28 @@ class ProgressDisplay:
         self.bars: dict = {}
 
     def show(self, event: str, data: dict) -> None:
-        if not self.enabled:
+        """Show one event; fields of the wrong type (a broken or hostile server's) are passed over."""
+        if not self.enabled or not isinstance(data, dict):
             return
-        if event == "executing" and data.get("node") is not None:
+        node_id = data.get("node")
+        if event == "executing" and isinstance(node_id, str):
             self.close()  # the previous node is done
-            node = self.prompt.get(data["node"], {})
-            title = (node.get("_meta") or {}).get("title", node.get("class_type", "?"))
-            tqdm.write(f"#{data['node']} {title}", file=sys.stderr)
+            node = self.prompt.get(node_id)
+            node = node if isinstance(node, dict) else {}
+            meta = node.get("_meta") if isinstance(node.get("_meta"), dict) else {}
+            tqdm.write(f"#{node_id[:64]} {str(meta.get('title', node.get('class_type', '?')))[:200]}", file=sys.stderr)
         elif event == "progress":
-            bar = self.bars.get(data.get("node"))
-            if bar is None or bar.total != data["max"]:
-                bar = self.bars[data.get("node")] = tqdm(total=data["max"], desc=f"  #{data.get('node')}",
-                                                         leave=False, dynamic_ncols=True, file=sys.stderr)
-            bar.update(data["value"] - bar.n)
-        elif event == "execution_cached" and data.get("nodes"):
-            tqdm.write(f"cached: {', '.join(data['nodes'])}", file=sys.stderr)
+            value, total = data.get("value"), data.get("max")
+            if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 10 ** 9 for v in (value, total)):
+                return
+            key = str(node_id)[:64]
+            bar = self.bars.get(key)
+            if bar is None or bar.total != total:
+                bar = self.bars[key] = tqdm(total=total, desc=f"  #{key}", leave=False, dynamic_ncols=True,
+                                            file=sys.stderr)
+            bar.update(value - bar.n)
+        elif event == "execution_cached" and isinstance(data.get("nodes"), list) and data["nodes"]:
+            tqdm.write(f"cached: {', '.join(str(n)[:64] for n in data['nodes'][:100])}", file=sys.stderr)
 
     def close(self) -> None:
         for bar in self.bars.values():
@@ -63,6 +70,7 @@ def finish(status: str, error: Optional[dict], prefix: str = "") -> int:
     ``execution_error``) on stderr, each line after ``prefix``; returns the exit status: 0, 1 for an error, 130
     when interrupted."""
     if status == "error":
+        error = error if isinstance(error, dict) else {"exception_message": str(error)[:500]}
         print(f"{prefix}error in node {error.get('node_id')} ({error.get('node_type')}): "
               f"{error.get('exception_type')}: {error.get('exception_message')}", file=sys.stderr)
         return 1

@@ -29,7 +29,7 @@ from pathlib import Path
 from aiohttp import web
 
 from ..files import replace_atomic
-from .middleware import ApiError, json_response, read_json, read_json_object
+from .middleware import ApiError, file_response, json_response, read_json, read_json_object
 from .safe_paths import resolve_inside
 
 SETTINGS_FILE = "comfy.settings.json"
@@ -154,7 +154,8 @@ class UserRoutes:
     async def get_userdata(self, request: web.Request) -> web.StreamResponse:
         path = self._path(request.match_info["file"])
         if path == self.root / "user.css" and path.is_file():
-            return web.FileResponse(path, headers={"Content-Type": "text/css", "X-Content-Type-Options": "nosniff"})
+            return await file_response(request, path, {"Content-Type": "text/css",
+                                                       "X-Content-Type-Options": "nosniff"})
         if not path.is_file():
             if path.parent == self.root and path.name in EMPTY_DEFAULTS:
                 text, content_type = EMPTY_DEFAULTS[path.name]
@@ -163,8 +164,8 @@ class UserRoutes:
         content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         if content_type not in SAFE_TYPES:
             content_type = "application/octet-stream"
-        return web.FileResponse(path, headers={"Content-Type": content_type, "X-Content-Type-Options": "nosniff",
-                                               "Content-Disposition": "attachment"})
+        return await file_response(request, path, {"Content-Type": content_type, "X-Content-Type-Options": "nosniff",
+                                                   "Content-Disposition": "attachment"})
 
     def _answer(self, request: web.Request, path: Path) -> web.Response:
         if request.query.get("full_info", "false").lower() == "true":

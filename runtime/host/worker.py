@@ -8,6 +8,10 @@ Per prompt, its client (the POST's ``client_id``) receives, in ComfyUI's order::
               progress_state (node finished),
     execution_success | execution_error | execution_interrupted
 
+A ``progress_state`` carries the state of every node that started (the editor replaces its view with it), so
+its size grows with the prompt: for prompts of more than :data:`FULL_STATE_NODES` nodes it is sent at most every
+:data:`STATE_INTERVAL` seconds (and at the end), else a long chain would cost time quadratic in its length.
+
 then the status broadcast of the shorter queue, then ``executing`` with ``node: null`` (after the history
 entry is written, so a client that sees it can fetch the history). Without a client id only ``progress``,
 ``progress_state``, previews and ``execution_interrupted`` are sent, to everyone (ComfyUI's rule).
@@ -32,6 +36,8 @@ log = logging.getLogger("unidit.server")
 Send = Callable[[str, Any, Optional[str]], None]   # (event, data, client id or None for everyone)
 BROADCAST_WITHOUT_CLIENT = ("progress", "progress_state", "preview", "execution_interrupted")
 PREVIEW_MAX_SIZE = 512
+FULL_STATE_NODES = 200     # progress_state is sent on every change for prompts up to this many nodes
+STATE_INTERVAL = 0.1       # seconds between progress_state messages of larger prompts
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,9 @@ class PromptMessages:
         self.client = item.client_id
         self.nodes: dict = {}            # node id -> progress entry of the nodes that started
         self.current: Optional[str] = None
+        self._throttled = len(item.prompt) > FULL_STATE_NODES
+        self._state_sent = float("-inf")  # when the last progress_state went out
+        self._state_waiting = False       # a change not sent yet
 
     def send(self, event: str, data: Any) -> None:
         if self.client is not None:
@@ -66,7 +75,12 @@ class PromptMessages:
         elif event in BROADCAST_WITHOUT_CLIENT:
             self._send(event, data, None)
 
-    def _progress_state(self) -> None:
+    def _progress_state(self, final: bool = False) -> None:
+        now = time.monotonic()
+        if self._throttled and not final and now - self._state_sent < STATE_INTERVAL:
+            self._state_waiting = True
+            return
+        self._state_sent, self._state_waiting = now, False
         prompt_id = self.item.prompt_id
         self.send("progress_state", {"prompt_id": prompt_id, "nodes": {
             node_id: {**entry, "node_id": node_id, "prompt_id": prompt_id, "display_node_id": node_id,
@@ -111,12 +125,12 @@ class PromptMessages:
             if data["node"] == self.current and self._finish_current():
                 self._progress_state()
         elif event == "execution_error":
-            if self._finish_current("error"):
-                self._progress_state()
+            if self._finish_current("error") or self._state_waiting:
+                self._progress_state(final=True)
             self.send(event, data)
         else:  # execution_success, execution_interrupted
-            if self._finish_current():
-                self._progress_state()
+            if self._finish_current() or self._state_waiting:
+                self._progress_state(final=True)
             self.send(event, data)
 
 

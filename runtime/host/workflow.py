@@ -12,6 +12,10 @@ declarations: a node class's ``INPUT_TYPES``, or the ``/object_info`` entry of a
 - a widget input that has a link takes the link (its stored value is skipped);
 - Note / MarkdownNote nodes are dropped, Reroute nodes are followed to their source, muted nodes (mode 2) are
   dropped and bypassed ones (mode 4) pass their first input of the same type through.
+
+A file that is not a workflow (a folder, unreadable, not UTF-8 JSON, nested deeper than :data:`MAX_JSON_DEPTH`,
+nodes or links of the wrong shape) and a ``--set`` that names no input of its node raise :class:`WorkflowError`
+with the reason, never a traceback.
 """
 from __future__ import annotations
 
@@ -19,8 +23,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .executor import PRIMITIVES, input_spec, node_inputs
+from .validation import PRIMITIVES, input_spec, node_inputs
 
+MAX_JSON_DEPTH = 64      # levels of arrays and objects in a workflow or a prompt (a workflow has about 8)
 VIRTUAL_NODES = ("Note", "MarkdownNote", "Reroute", "PrimitiveNode")
 MUTED, BYPASSED = 2, 4
 
@@ -32,14 +37,37 @@ class WorkflowError(ValueError):
 def load_workflow(path: Path | str) -> dict:
     path = Path(path)
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_bytes().decode("utf-8"))
     except FileNotFoundError:
         raise WorkflowError(f"no workflow file {path}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exception:
+    except IsADirectoryError:
+        raise WorkflowError(f"{path} is a folder; give a workflow .json file") from None
+    except OSError as problem:
+        raise WorkflowError(f"cannot read {path}: {problem.strerror or problem}") from None
+    except RecursionError:
+        raise WorkflowError(f"{path.name} is nested too deeply (at most {MAX_JSON_DEPTH} levels of arrays and "
+                            f"objects)") from None
+    except (ValueError, UnicodeDecodeError) as exception:
         raise WorkflowError(f"{path.name} is not JSON: {exception}") from None
     if not isinstance(data, dict):
         raise WorkflowError(f"{path.name} is not a workflow (expected a JSON object)")
+    if nesting_exceeds(data, MAX_JSON_DEPTH):
+        raise WorkflowError(f"{path.name} is nested too deeply (at most {MAX_JSON_DEPTH} levels of arrays and "
+                            f"objects)")
     return data
+
+
+def nesting_exceeds(value: Any, limit: int) -> bool:
+    """Whether ``value`` (parsed JSON) nests arrays and objects deeper than ``limit`` levels."""
+    stack = [(value, 1)]
+    while stack:
+        current, depth = stack.pop()
+        if isinstance(current, (dict, list)):
+            if depth > limit:
+                return True
+            children = current.values() if isinstance(current, dict) else current
+            stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
 
 
 def is_ui_workflow(data: dict) -> bool:
@@ -47,10 +75,13 @@ def is_ui_workflow(data: dict) -> bool:
 
 
 def declared_inputs(definition) -> dict:
-    """The input declarations of a node: from its class (``INPUT_TYPES``) or from its ``/object_info`` entry."""
+    """The input declarations of a node: from its class (``INPUT_TYPES``) or from its ``/object_info`` entry
+    (sections that are not objects, as a broken server may send, count as empty)."""
     if isinstance(definition, dict):
-        declared = definition.get("input") or {}
-        return {section: dict(declared.get(section) or {}) for section in ("required", "optional", "hidden")}
+        declared = definition.get("input")
+        declared = declared if isinstance(declared, dict) else {}
+        return {section: dict(declared[section]) if isinstance(declared.get(section), dict) else {}
+                for section in ("required", "optional", "hidden")}
     return node_inputs(definition)
 
 
@@ -61,6 +92,8 @@ def widget_slots(definition) -> list:
     declared = declared_inputs(definition)
     for section in ("required", "optional"):
         for name, spec in declared[section].items():
+            if not isinstance(spec, (list, tuple)) or not spec:
+                continue  # not a declaration this host can read: not a widget
             kind, options = input_spec(spec)
             if options.get("forceInput") or not (isinstance(kind, list) or kind in PRIMITIVES or kind == "COMBO"):
                 continue
@@ -79,14 +112,13 @@ def ui_to_api(workflow: dict, nodes: dict, display_names: dict | None = None) ->
     display_names = display_names or {}
     by_id = {}
     for node in workflow["nodes"]:
-        if not isinstance(node, dict) or "id" not in node or "type" not in node:
-            raise WorkflowError("every node of a UI workflow needs an 'id' and a 'type'")
+        _check_ui_node(node)
         by_id[node["id"]] = node
+    if not isinstance(workflow.get("links") or [], list):
+        raise WorkflowError("'links' of a UI workflow must be a list")
     links = {}
     for link in workflow.get("links") or []:
-        if isinstance(link, dict):  # workflow version 1 stores links as objects
-            link = [link["id"], link["origin_id"], link["origin_slot"], link["target_id"], link["target_slot"],
-                    link.get("type")]
+        link = _ui_link(link)
         links[link[0]] = link
 
     def source_of(link_id):
@@ -141,28 +173,77 @@ def ui_to_api(workflow: dict, nodes: dict, display_names: dict | None = None) ->
     return prompt
 
 
+def _check_ui_node(node) -> None:
+    """Refuse a UI node of the wrong shape (by the fields the conversion reads) with the reason."""
+    if not isinstance(node, dict) or not isinstance(node.get("id"), (int, str)) or isinstance(node.get("id"), bool) \
+            or not isinstance(node.get("type"), str):
+        raise WorkflowError(f"every node of a UI workflow needs an 'id' (a number) and a 'type' (a class name); "
+                            f"found {str(node)[:120]}")
+    sockets = node.get("inputs") or []
+    if not isinstance(sockets, list) or not all(
+            isinstance(socket, dict) and isinstance(socket.get("name"), str)
+            and _is_id(socket.get("link"), none=True) for socket in sockets):
+        raise WorkflowError(f"node {node['id']}: 'inputs' must be a list of {{\"name\", \"link\"}} objects")
+    if not isinstance(node.get("widgets_values") or [], (list, dict)):
+        raise WorkflowError(f"node {node['id']}: 'widgets_values' must be a list")
+
+
+def _ui_link(link) -> list:
+    """A link of the UI format as ``[id, origin_id, origin_slot, target_id, target_slot, type]``; workflow
+    version 1 stores links as objects."""
+    if isinstance(link, dict):
+        try:
+            link = [link["id"], link["origin_id"], link["origin_slot"], link["target_id"], link["target_slot"],
+                    link.get("type")]
+        except KeyError as missing:
+            raise WorkflowError(f"a link of the workflow has no {missing}") from None
+    if not isinstance(link, list) or len(link) < 6 or not all(_is_id(part) for part in link[:4]) \
+            or isinstance(link[2], str):
+        raise WorkflowError(f"a link of a UI workflow is [id, origin_id, origin_slot, target_id, target_slot, "
+                            f"type] with whole-number ids and slots; found {str(link)[:120]}")
+    return link
+
+
+def _is_id(value, none: bool = False) -> bool:
+    return (none and value is None) or (isinstance(value, (int, str)) and not isinstance(value, bool))
+
+
 def to_api_prompt(data: dict, nodes: dict, display_names: dict | None = None) -> dict:
     """An API prompt from either format."""
     return ui_to_api(data, nodes, display_names) if is_ui_workflow(data) else data
 
 
-def apply_overrides(prompt: dict, overrides: list) -> dict:
+def apply_overrides(prompt: dict, overrides: list, nodes: dict) -> dict:
     """Set inputs from ``NODE.INPUT=VALUE`` strings. NODE is a node id, a node title or a class type that occurs
-    once; VALUE is read as JSON when it parses (numbers, true/false, lists) and as text otherwise."""
+    once; INPUT one of that node's declared inputs (``nodes``: class types to node classes or object_info entries);
+    VALUE is read as JSON when it parses (numbers, true/false, lists) and as text otherwise."""
     for override in overrides:
         target, separator, raw = override.partition("=")
         node_ref, dot, input_name = target.rpartition(".")
         if not separator or not dot or not node_ref or not input_name:
             raise WorkflowError(f"--set {override!r}: expected NODE.INPUT=VALUE, e.g. 5.seed=42 or "
                                 f"UniDiTSampler.steps=12")
-        matches = [node_id for node_id, node in prompt.items()
-                   if node_ref in (node_id, (node.get("_meta") or {}).get("title"), node["class_type"])]
+        matches = [node_id for node_id, node in prompt.items() if isinstance(node, dict) and isinstance(
+            node.get("inputs"), dict) and node_ref in (node_id, _title(node), node.get("class_type"))]
         if len(matches) != 1:
             found = "no node" if not matches else f"{len(matches)} nodes ({', '.join(matches)})"
             raise WorkflowError(f"--set {override!r}: {found} match '{node_ref}'; use the node id")
+        class_type = prompt[matches[0]].get("class_type")
+        if not isinstance(class_type, str) or class_type not in nodes:
+            raise WorkflowError(f"--set {override!r}: node {matches[0]} is a '{class_type}', which is not installed")
+        declared = declared_inputs(nodes[class_type])
+        if input_name not in {**declared["required"], **declared["optional"]}:
+            names = ", ".join([*declared["required"], *declared["optional"]]) or "none"
+            raise WorkflowError(f"--set {override!r}: node {matches[0]} ({class_type}) has no input "
+                                f"'{input_name}'; its inputs are: {names}")
         try:
             value = json.loads(raw)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             value = raw
         prompt[matches[0]]["inputs"][input_name] = value
     return prompt
+
+
+def _title(node: dict):
+    meta = node.get("_meta")
+    return meta.get("title") if isinstance(meta, dict) else None

@@ -41,6 +41,15 @@ def tokenize(tokenizer: Tokenizer, prompts: list[str]) -> tuple[list[list[int]],
     return [e.ids for e in encodings], [e.attention_mask for e in encodings]
 
 
+def unknown_words_note(words: list[str]) -> str:
+    """What to tell a user about the words a model does not know ("" when there are none)."""
+    if not words:
+        return ""
+    quoted = ", ".join(f"'{word}'" for word in words)
+    return (f"the model does not know {'the word' if len(words) == 1 else 'the words'} {quoted}; "
+            f"{'it is' if len(words) == 1 else 'they are'} ignored")
+
+
 def unknown_words(tokenizer: Tokenizer, prompt: str) -> list[str]:
     """Words of ``prompt`` that the vocabulary does not know (they encode as [UNK])."""
     unk_id = tokenizer.token_to_id(UNK)

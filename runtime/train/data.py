@@ -10,6 +10,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import torch
 from safetensors import safe_open
@@ -57,9 +58,11 @@ def encode_clips(autoencoder: CausalVideoAutoencoder, rgb: torch.Tensor) -> tupl
 
 @torch.no_grad()
 def build_latent_dataset(autoencoder: CausalVideoAutoencoder, counts: dict, world: ToyWorldConfig, seed: int,
-                         path: Path, chunk: int = 64, progress: bool = True) -> dict:
+                         path: Path, chunk: int = 64, progress: bool = True,
+                         subject: Optional[tuple[str, str]] = None) -> dict:
     """Render and encode ``counts[kind]`` clips of each kind ("image", "video", "3d") into ``path`` (reused if
-    it exists); returns {kind: LatentSet}. Held-out colour/shape pairs are excluded."""
+    it exists); returns {kind: LatentSet}. Held-out colour/shape pairs are excluded, unless ``subject`` (colour,
+    shape) asks for clips of that one pair."""
     if path.exists():
         return load_latent_dataset(path)
     started = time.perf_counter()
@@ -70,7 +73,7 @@ def build_latent_dataset(autoencoder: CausalVideoAutoencoder, counts: dict, worl
         means, log_variances, texts = [], [], []
         for start in range(0, counts.get(kind, 0), chunk):
             size = min(chunk, counts[kind] - start)
-            scenes = toyworld.sample_scenes(size, generator, with_motion=kind == "video")
+            scenes = toyworld.sample_scenes(size, generator, with_motion=kind == "video", subject=subject)
             texts += [toyworld.caption(scene, generator) for scene in scenes]
             if kind == "image":
                 rgb = toyworld.render_images(scenes, world).rgb.unsqueeze(1)

@@ -8,13 +8,19 @@ world (no learned metric, nothing downloaded).
   size);
 - 3D consistency: PSNR between the decoded splat rendered at view k and the generated view k;
 - image -> video: PSNR of the first frame against the input image; image -> 3D: PSNR of view 0 likewise;
-- video motion: the fraction of text -> video samples whose object visibly moves.
+- video motion: the fraction of text -> video samples whose object visibly moves;
+- keyframes: PSNR of the first and last frames of videos generated between two given frames (rendered toy-world
+  clips' first and last frames) against those frames;
+- extension seam: a clip continued from its last frame (Continue Clip) and joined (Join Clips): the mean
+  absolute frame difference across the join divided by the mean between the other consecutive frames;
+- chain colour agreement: an image made from a prompt, then a video and 3D views conditioned on it: the fraction
+  of video frames and views whose object has the image's colour.
 """
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import torch
@@ -23,7 +29,8 @@ from tqdm import tqdm
 
 from ..families import FamilyModel
 from ..gaussians.render import RenderConfig, render
-from ..generate import condition_on_image, decode_frames, decode_splats, empty_latents, generate
+from ..generate import (condition_on_image, continue_clip, decode_frames, decode_splats, empty_latents, generate,
+                        give_frames, join_clips)
 from ..sampling.guidance import GuidanceConfig
 from ..sampling.sampler import SamplerConfig
 from . import toyworld
@@ -43,7 +50,7 @@ class EvalConfig:
     steps: Optional[int] = None        # default: the model's
     guidance: Optional[float] = None   # default: the model's
     batch_size: int = 8
-    conditioned_items: int = 4         # image -> video and image -> 3D inputs
+    conditioned_items: int = 4         # image -> video and image -> 3D inputs; keyframe, extension and chain items
     views_prompts: int = 8             # text -> 3D prompts
 
 
@@ -115,18 +122,22 @@ def evaluate(model: FamilyModel, config: EvalConfig | None = None, progress: boo
     generator = torch.Generator().manual_seed(config.seed)
     world = ToyWorldConfig(resolution=width)
     image_pairs = [(colour, shape) for shape in SHAPES for colour in COLOURS]
-    total = len(image_pairs) + len(VIDEO_PROMPTS) + config.views_prompts + 2 * config.conditioned_items
+    items = config.conditioned_items
+    total = len(image_pairs) + len(VIDEO_PROMPTS) + config.views_prompts + 8 * items   # 2 + 1 + 2 + 3 runs of items
     bar = tqdm(total=total, desc="eval", disable=not progress, dynamic_ncols=True)
 
-    def run(modality: str, prompts: list, images: Optional[torch.Tensor] = None, seed: int = 0):
-        latents = empty_latents(model, modality, width, height, batch_size=len(prompts), frames=defaults.frames)
-        if images is not None:
-            latents = condition_on_image(model, latents, images)
+    def sample(latents, prompts: list, seed: int):
         with torch.no_grad():
             result = generate(model, latents, model.encode_prompts(prompts), negative, guidance, sampler,
                               config.seed + seed)
         bar.update(len(prompts))
         return result
+
+    def run(modality: str, prompts: list, images: Optional[torch.Tensor] = None, seed: int = 0):
+        latents = empty_latents(model, modality, width, height, batch_size=len(prompts), frames=defaults.frames)
+        if images is not None:
+            latents = condition_on_image(model, latents, images)
+        return sample(latents, prompts, seed)
 
     # text -> image: colour and shape
     templates = shape_templates(width)
@@ -160,6 +171,36 @@ def evaluate(model: FamilyModel, config: EvalConfig | None = None, progress: boo
     captions = [toyworld.caption(scene, generator) for scene in scenes]
     first_frames = decode_frames(model, run("video", captions, inputs, seed=3000))[:, 0]
     view0 = decode_frames(model, run("3d", captions, inputs, seed=4000))[:, 0]
+
+    # keyframes: a video between the first and last frames of rendered clips
+    moving_scenes = toyworld.sample_scenes(items, generator, with_motion=True)
+    clips = toyworld.render_videos(moving_scenes, replace(world, frames=defaults.frames)).rgb
+    keyed = empty_latents(model, "video", width, height, batch_size=items, frames=defaults.frames)
+    keyed = give_frames(model, give_frames(model, keyed, clips[:, 0], [0]), clips[:, -1], [-1])
+    between = decode_frames(model, sample(keyed, [toyworld.caption(s, generator) for s in moving_scenes], 5000))
+    keyframe_psnrs = [psnr(between[i, end], clips[i, end]) for i in range(items) for end in (0, -1)]
+
+    # extension: each text -> video sample continued from its last frame and joined
+    prompts = list(VIDEO_PROMPTS[:items])
+    firsts = decode_frames(model, run("video", prompts, seed=6000))
+    seams = []
+    for index, (prompt, first) in enumerate(zip(prompts, firsts)):
+        latents = continue_clip(model, first, 1, defaults.frames)
+        joined = join_clips(first, decode_frames(model, sample(latents, [prompt], 6100 + index))[0], 1)
+        steps = (joined[1:] - joined[:-1]).abs().flatten(1).mean(1)       # step t: frame t -> t + 1
+        join = len(first) - 1
+        within = torch.cat([steps[:join], steps[join + 1:]]).mean()
+        seams.append(float(steps[join] / within.clamp_min(1e-4)))
+
+    # one subject across modalities: the image first, the video and the 3D views conditioned on it
+    chain_prompts = [f"a {colour} {shape}" for colour, shape in image_pairs[::len(image_pairs) // items][:items]]
+    images = decode_frames(model, run("image", chain_prompts, seed=7000))[:, 0]
+    chained = torch.cat([decode_frames(model, run("video", chain_prompts, images, seed=7100)),
+                         decode_frames(model, run("3d", chain_prompts, images, seed=7200))], dim=1)
+    agreement = []
+    for image, frames in zip(images, chained):
+        colour = toyworld.dominant_colour(image, object_mask(image))
+        agreement += [colour is not None and toyworld.dominant_colour(f, object_mask(f)) == colour for f in frames]
     bar.close()
 
     def mean(values):
@@ -172,6 +213,9 @@ def evaluate(model: FamilyModel, config: EvalConfig | None = None, progress: boo
         "i2v_first_frame_psnr": round(sum(psnr(a, b) for a, b in zip(first_frames, inputs)) / len(inputs), 2),
         "i23d_view0_psnr": round(sum(psnr(a, b) for a, b in zip(view0, inputs)) / len(inputs), 2),
         "video_motion": mean(moving),
+        "keyframe_psnr": round(sum(keyframe_psnrs) / len(keyframe_psnrs), 2),
+        "extension_seam": round(sum(seams) / len(seams), 3),
+        "chain_color_agreement": mean(agreement),
         "held_out_color_accuracy": mean(held_colour),
         "held_out_shape_accuracy": mean(held_shape),
         "prompts": total,

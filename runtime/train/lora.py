@@ -3,8 +3,8 @@
     y = W x + b + (alpha / rank) * B (A x),   A: [rank, in] (random), B: [out, rank] (zero at the start)
 
 B starts at zero, so a freshly wrapped model computes exactly what the base model does. After training the
-updates are merged back (W <- W + (alpha / rank) B A), leaving a plain model of the original shape that saves
-into an ordinary bundle.
+updates are taken out as a LoRA file's layers (:func:`lora_layers`, written and applied by ``runtime/lora.py``)
+and the wrappers removed (:func:`remove_lora`), leaving the base model as it was.
 """
 from __future__ import annotations
 
@@ -36,15 +36,6 @@ class LoRALinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.base(x) + (x @ self.down.T @ self.up.T) * self.scale
 
-    def merged(self) -> nn.Linear:
-        """A plain Linear computing the same function."""
-        linear = nn.Linear(self.base.in_features, self.base.out_features, device=self.base.weight.device,
-                           dtype=self.base.weight.dtype)
-        with torch.no_grad():
-            linear.weight.copy_(self.base.weight + self.scale * self.up @ self.down)
-            linear.bias.copy_(self.base.bias)
-        return linear
-
 
 def add_lora(model: nn.Module, rank: int, alpha: float | None = None,
              targets: tuple[str, ...] = DEFAULT_TARGETS) -> list[LoRALinear]:
@@ -65,13 +56,19 @@ def add_lora(model: nn.Module, rank: int, alpha: float | None = None,
     return wrapped
 
 
-def merge_lora(model: nn.Module) -> int:
-    """Replace every LoRA wrapper in ``model`` by its merged Linear; returns how many were merged."""
+def lora_layers(model: nn.Module) -> dict:
+    """The trained updates by layer name: {name: (down [rank, in], up [out, rank], alpha)}."""
+    return {name: (module.down.detach().clone(), module.up.detach().clone(), module.scale * module.down.shape[0])
+            for name, module in model.named_modules() if isinstance(module, LoRALinear)}
+
+
+def remove_lora(model: nn.Module) -> int:
+    """Put every wrapped layer back as it was (the updates discarded); returns how many were unwrapped."""
     count = 0
     for module in list(model.modules()):
         for child_name, child in list(module.named_children()):
             if isinstance(child, LoRALinear):
-                setattr(module, child_name, child.merged())
+                setattr(module, child_name, child.base)
                 count += 1
     for parameter in model.parameters():
         parameter.requires_grad_(True)

@@ -35,7 +35,7 @@ from ..vae.autoencoder import AutoencoderConfig
 from ..vae.splat_decoder import SplatDecoderConfig
 from . import toyworld
 from .data import KINDS, build_latent_dataset, dataset_seconds, encode_clips, to_pixels
-from .lora import add_lora, merge_lora
+from .lora import add_lora, lora_layers, remove_lora
 from .toyworld import ToyWorldConfig
 from .trainer import StageConfig, TrainingStage
 
@@ -156,19 +156,35 @@ def train_bundle(preset: Preset, work_dir: Path, seed: int = 0, progress: bool =
     return bundle.eval()
 
 
+LORA_CLIPS = 256          # clips of each kind for a LoRA on one subject (at most the preset's)
+LORA_STEPS = 300
+
+
 def fine_tune_lora(bundle: ModelBundle, preset: Preset, work_dir: Path, rank: int, seed: int = 0,
-                   progress: bool = True) -> ModelBundle:
-    """Fine-tune the backbone of a trained bundle with LoRA adapters on the preset's data, then merge them."""
-    dataset = build_latent_dataset(bundle.autoencoder, preset.dataset, preset.world, seed + 1,
-                                   Path(work_dir) / "latents.safetensors", progress=progress)
+                   subject: Optional[tuple[str, str]] = None, steps: Optional[int] = None,
+                   progress: bool = True) -> tuple[dict, dict]:
+    """Fine-tune the backbone of a trained bundle with LoRA adapters of ``rank``: on the preset's data, or on
+    clips of one (colour, shape) ``subject``. Returns the adapters' layers (for ``runtime.lora.save_lora``) and a
+    report; the bundle is left as it was."""
+    work_dir = Path(work_dir)
+    name = "latents.safetensors" if subject is None else f"latents-{'-'.join(subject)}.safetensors"
+    counts = preset.dataset if subject is None else {kind: min(LORA_CLIPS, n) for kind, n in preset.dataset.items()}
+    dataset = build_latent_dataset(bundle.autoencoder, counts, preset.world, seed + 1, work_dir / name,
+                                   progress=progress, subject=subject)
+    steps = steps or LORA_STEPS
+    config = replace(preset.backbone_stage, steps=steps, learning_rate=1e-3, warmup_steps=min(20, steps // 5),
+                     ema_decay=None)
     add_lora(bundle.dit, rank)
     bundle.text_encoder.requires_grad_(False)
-    stage = TrainingStage(f"lora_rank{rank}", {"dit": bundle.dit}, preset.backbone_stage, work_dir, seed, progress)
+    label = f"lora_rank{rank}" + ("" if subject is None else "_" + "_".join(subject))
+    stage = TrainingStage(label, {"dit": bundle.dit}, config, work_dir, seed, progress)
     history = stage.run(backbone_step(bundle, preset, dataset))
-    merge_lora(bundle.dit)
+    layers = lora_layers(bundle.dit)
+    remove_lora(bundle.dit)
     bundle.text_encoder.requires_grad_(True)
-    bundle.info = {**bundle.info, "lora": {"rank": rank, **_summary(history, stage.seconds)}}
-    return bundle.eval()
+    report = {"rank": rank, "subject": " ".join(subject) if subject else "the preset's data",
+              **_summary(history, stage.seconds)}
+    return layers, report
 
 
 def _summary(history: list, seconds: float) -> dict:

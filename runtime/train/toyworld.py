@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
@@ -198,11 +199,19 @@ def _uniform(u: torch.Tensor, bounds: tuple[float, float]) -> torch.Tensor:
 
 
 def sample_scenes(count: int, generator: torch.Generator, include_held_out: bool = False,
-                  with_motion: bool = False) -> list[Scene]:
+                  with_motion: bool = False, subject: Optional[tuple[str, str]] = None) -> list[Scene]:
     """``count`` random scenes. Held-out (colour, shape) pairs appear only with ``include_held_out``; every
-    scene gets a motion with ``with_motion`` (rotation only for the shapes where a yaw spin is visible)."""
-    pairs = [(colour, shape) for shape in SHAPES for colour in COLOURS
-             if include_held_out or (colour, shape) not in HELD_OUT_PAIRS]
+    scene gets a motion with ``with_motion`` (rotation only for the shapes where a yaw spin is visible);
+    ``subject`` (colour, shape) draws that pair only (held out or not)."""
+    if subject is not None:
+        colour, shape = subject
+        if colour not in COLOURS or shape not in SHAPES:
+            raise ValueError(f"unknown subject {colour} {shape}: colours are {', '.join(COLOURS)}; shapes are "
+                             f"{', '.join(SHAPES)}")
+        pairs = [subject]
+    else:
+        pairs = [(colour, shape) for shape in SHAPES for colour in COLOURS
+                 if include_held_out or (colour, shape) not in HELD_OUT_PAIRS]
     pair_index = torch.randint(len(pairs), (count,), generator=generator)
     size_index = torch.multinomial(torch.tensor(SIZE_PROBABILITIES), count, replacement=True, generator=generator)
     background_index = torch.randint(len(BACKGROUNDS), (count,), generator=generator)

@@ -42,10 +42,6 @@ class SplatDecoderConfig:
     def __post_init__(self):
         self.channels = tuple(int(c) for c in self.channels)
 
-    @property
-    def upsampling(self) -> int:
-        return 2 ** (len(self.channels) - 1)
-
     def to_dict(self) -> dict:
         data = asdict(self)
         data["channels"] = list(self.channels)
@@ -103,8 +99,12 @@ class SplatDecoder(nn.Module):
         Gaussians with opacity below ``min_opacity`` are dropped; items then differ in size, so shorter ones are
         padded with transparent Gaussians and ``counts`` holds each item's real number.
         """
-        per_pixel = self.gaussians(self(latents), cameras)
-        b = latents.shape[0]
+        return self.keep_opaque(self.gaussians(self(latents), cameras), latents.shape[0], min_opacity)
+
+    @staticmethod
+    def keep_opaque(per_pixel: dict, b: int, min_opacity: float) -> Splats:
+        """The per-pixel Gaussians of ``b`` items (from :meth:`gaussians`) as one splat per item, without those
+        fainter than ``min_opacity``."""
         flat = {key: value.reshape(b, -1, value.shape[-1]) for key, value in per_pixel.items() if key != "depth"}
         keep = flat["opacities"][..., 0] >= min_opacity
         counts = keep.sum(dim=1)

@@ -20,7 +20,7 @@ from unidit.runtime.host.run import run_workflow
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
-WORKFLOW = REPOSITORY / "workflows/api/text_to_image.json"
+WORKFLOW = REPOSITORY / "workflows/api/Text to image.json"
 
 pytestmark = pytest.mark.skipif(shutil.which("torchrun", path=str(VENV_BIN)) is None,
                                 reason="torchrun is not in this venv")

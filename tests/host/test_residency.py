@@ -19,7 +19,7 @@ def executor_for(tmp_path) -> Executor:
 
 def run(executor: Executor, overrides: list, extra_nodes: dict | None = None):
     """Run the API text -> image workflow; returns the result and the ids of the nodes that executed."""
-    prompt = apply_overrides(load_workflow(ROOT / "workflows" / "api" / "text_to_image.json"), overrides)
+    prompt = apply_overrides(load_workflow(ROOT / "workflows" / "api" / "Text to image.json"), overrides, executor.nodes)
     prompt.update(extra_nodes or {})
     validation = validate_prompt(prompt, executor.nodes)
     assert validation.ok, validation.node_errors
@@ -68,7 +68,8 @@ def test_interrupt_stops_within_one_solver_step_and_the_next_run_succeeds(tmp_pa
                 interrupted_at.append(3)
                 executor.interrupt()
 
-    prompt = apply_overrides(load_workflow(ROOT / "workflows" / "api" / "text_to_image.json"), ["5.steps=200"])
+    prompt = apply_overrides(load_workflow(ROOT / "workflows" / "api" / "Text to image.json"), ["5.steps=200"],
+                             executor.nodes)
     validation = validate_prompt(prompt, executor.nodes)
     thread = threading.Thread(target=lambda: statuses.append(
         executor.execute(validation.prompt, "long", validation.outputs, emit=watch).status))

@@ -3,6 +3,7 @@ caching across prompts, settings and user data, uploads and views, templates, ex
 import asyncio
 import io
 import json
+import urllib.parse
 import struct
 import sys
 import threading
@@ -250,14 +251,14 @@ def test_the_editor_is_served_with_the_pack_extension(server):
 def test_example_workflows_are_templates(server):
     names = sorted(path.stem for path in (ROOT / "workflows").glob("*.json"))
     assert server.get("/api/workflow_templates").json() == {"unidit": names}
-    template = server.get("/api/workflow_templates/unidit/text_to_image.json")
-    assert template.status == 200 and template.body == (ROOT / "workflows/text_to_image.json").read_bytes()
-    assert server.get("/workflow_templates/unidit/text_to_image.json").status == 404  # only with /api, as ComfyUI
+    template = server.get("/api/workflow_templates/unidit/Text%20to%20image.json")
+    assert template.status == 200 and template.body == (ROOT / "workflows/Text to image.json").read_bytes()
+    assert server.get("/workflow_templates/unidit/Text%20to%20image.json").status == 404  # only with /api
     for name in names:  # the editor shows every template with its thumbnail
-        thumbnail = server.get(f"/api/workflow_templates/unidit/{name}.jpg")
+        thumbnail = server.get(f"/api/workflow_templates/unidit/{urllib.parse.quote(name)}.jpg")
         assert thumbnail.status == 200 and thumbnail.headers["content-type"] == "image/jpeg"
         assert Image.open(io.BytesIO(thumbnail.body)).size == (256, 256)
-    assert server.get("/api/workflow_templates/unidit/api%2Ftext_to_image.json").status == 404
+    assert server.get("/api/workflow_templates/unidit/api%2FText%20to%20image.json").status == 404
     assert server.get("/templates/index.json").json() == [] and server.get("/templates/index.fr.json").json() == []
     assert server.get("/templates/index_logo.json").json() == {}
     assert server.get("/templates/default-1.webp").status == 404
@@ -327,6 +328,19 @@ def test_upload_then_view_with_comfyui_naming(server):
     assert Image.open(io.BytesIO(preview.body)).convert("RGB").getpixel((1, 1))[2] > 200
     to_output = server.post("/api/upload/image", *multipart({"type": "output"}, filename="out.png", data=red))
     assert to_output.json()["type"] == "output" and (server.folders["output"] / "out.png").read_bytes() == red
+
+
+def test_an_upload_with_overwrite_replaces_an_input_but_never_an_output(server):
+    red, blue = png((255, 0, 0)), png((0, 0, 255))
+    server.post("/api/upload/image", *multipart({"type": "output"}, filename="kept.png", data=red))
+    replacing = server.post("/api/upload/image", *multipart({"type": "output", "overwrite": "true"},
+                                                            filename="kept.png", data=blue))
+    assert replacing.json() == {"name": "kept (1).png", "subfolder": "", "type": "output"}
+    assert (server.folders["output"] / "kept.png").read_bytes() == red
+    assert (server.folders["output"] / "kept (1).png").read_bytes() == blue
+    server.post("/api/upload/image", *multipart({}, filename="mask.png", data=red))
+    replaced = server.post("/api/upload/image", *multipart({"overwrite": "1"}, filename="mask.png", data=blue))
+    assert replaced.json()["name"] == "mask.png" and (server.folders["input"] / "mask.png").read_bytes() == blue
 
 
 def test_html_is_served_as_a_download_not_a_page(server):
@@ -410,7 +424,7 @@ def test_websocket_sequence_previews_and_reconnect(server):
 
 
 def test_a_pack_workflow_runs_with_sampler_previews_and_free_unloads_the_model(server):
-    prompt = json.loads((ROOT / "workflows/api/text_to_image.json").read_text())
+    prompt = json.loads((ROOT / "workflows/api/Text to image.json").read_text())
     prompt["1"]["inputs"].update(bundle="tiny.safetensors", device="cpu", dtype="fp32")
     prompt["3"]["inputs"].update(width=32, height=32)
     prompt["5"]["inputs"]["steps"] = 2

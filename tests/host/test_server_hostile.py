@@ -8,23 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from server_testing import TEST_NODES, multipart, running_server, solid_prompt
+from server_testing import TEST_NODES, chain, multipart, running_server, solid_prompt
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-class Invert:
-    """IMAGE -> IMAGE, to build long chains of valid links."""
-
-    RETURN_TYPES = ("IMAGE",)
-    FUNCTION = "run"
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"image": ("IMAGE",)}}
-
-    def run(self, image):
-        return (1 - image,)
 
 
 class BrokenDeclaration:
@@ -58,7 +44,7 @@ class BrokenSignature:
         return {}
 
 
-HOSTILE_NODES = {**TEST_NODES, "Invert": Invert, "BrokenDeclaration": BrokenDeclaration,
+HOSTILE_NODES = {**TEST_NODES, "BrokenDeclaration": BrokenDeclaration,
                  "BrokenSignature": BrokenSignature}
 PRIVATE = "/srv/private"
 
@@ -76,6 +62,7 @@ def world(tmp_path_factory):
             (folder / "linkdir").symlink_to(outside, target_is_directory=True)
             (folder / "link.txt").symlink_to(outside / "secret.txt")
         (server.folders["user"] / "default" / "plain.txt").write_text("plain")
+        (server.folders["output"] / "plain.txt").write_text("plain")
         yield server, root, outside
 
 
@@ -89,19 +76,21 @@ def with_inputs(node_id: str, **inputs) -> dict:
     return prompt
 
 
-def chain(length: int) -> dict:
-    prompt = {"0": {"class_type": "SolidImage", "inputs": {"red": 1, "green": 1, "blue": 1, "size": 1}}}
-    for index in range(1, length):
-        prompt[str(index)] = {"class_type": "Invert", "inputs": {"image": [str(index - 1), 0]}}
-    prompt["out"] = {"class_type": "SaveImage", "inputs": {"images": [str(length - 1), 0], "filename_prefix": "c"}}
-    return prompt
-
-
 CYCLE = {"1": {"class_type": "Invert", "inputs": {"image": ["2", 0]}},
          "2": {"class_type": "Invert", "inputs": {"image": ["1", 0]}},
          "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "x"}}}
 JSON = {"Content-Type": "application/json"}
 UPLOAD = "/api/upload/image"
+
+
+def multipart_raw(*part_headers: bytes, data: bytes = b"xyz") -> tuple[bytes, dict]:
+    """A multipart body whose first part has exactly these header lines, then a well-formed image part."""
+    first = b"--B\r\n" + b"\r\n".join(part_headers) + b"\r\n\r\n" + data + b"\r\n"
+    image = b'--B\r\nContent-Disposition: form-data; name="image"; filename="fine.png"\r\n\r\nxyz\r\n'
+    return first + image + b"--B--\r\n", {"Content-Type": "multipart/form-data; boundary=B"}
+
+
+REBINDING = {"Host": "evil.example", "Origin": "http://evil.example"}
 
 CASES = [
     # id, method, path, body, headers, status, text the body must contain
@@ -157,7 +146,8 @@ CASES = [
     ("prompt: node that cannot declare inputs", "POST", "/api/prompt",
      prompt_body({"1": {"class_type": "BrokenDeclaration", "inputs": {}}}), None, 400,
      "exception_during_validation"),
-    ("prompt: 3000 chained nodes", "POST", "/api/prompt", prompt_body(chain(3000)), None, 400, "nested too deeply"),
+    ("prompt: more nodes than the cap", "POST", "/api/prompt", prompt_body(chain(10_001)), None, 400,
+     "prompt_too_large"),
     ("prompt: bad partial targets", "POST", "/api/prompt",
      prompt_body(solid_prompt(1, 2, 3), partial_execution_targets="2"), None, 400, "partial_execution_targets"),
     ("prompt: extra_data is a list", "POST", "/api/prompt", prompt_body(solid_prompt(1, 2, 3), extra_data=[]),
@@ -227,6 +217,69 @@ CASES = [
       "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}, 403, "forbidden_origin"),
     ("origin: cross-site fetch", "GET", "/api/settings", None, {"Sec-Fetch-Site": "cross-site"}, 403,
      "forbidden_origin"),
+    ("origin: DNS rebinding, a read", "GET", "/api/history", None, {"Host": "evil.example:8188"}, 403,
+     "forbidden_host"),
+    ("origin: DNS rebinding, a write from the rebound page", "POST", "/api/prompt", prompt_body(solid_prompt(1, 2, 3)),
+     REBINDING, 403, "forbidden_host"),
+    ("origin: DNS rebinding, a file", "GET", "/api/view?filename=plain.txt", None, {"Host": "evil.example"}, 403,
+     "forbidden_host"),
+    ("origin: DNS rebinding, the websocket", "GET", "/ws?clientId=x", None,
+     {**REBINDING, "Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
+      "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}, 403, "forbidden_host"),
+    ("origin: DNS rebinding, the editor page", "GET", "/", None, {"Host": "attacker.test"}, 403, "forbidden_host"),
+    ("origin: a loopback look-alike name", "GET", "/api/queue", None, {"Host": "127.0.0.1.evil.example"}, 403,
+     "forbidden_host"),
+    ("origin: no port means port 80", "POST", "/api/prompt", prompt_body(solid_prompt(1, 2, 3)),
+     {"Origin": "http://127.0.0.1"}, 403, "forbidden_origin"),
+    ("origin: localhost without a port", "POST", "/api/interrupt", b"", {"Origin": "http://localhost"}, 403,
+     "forbidden_origin"),
+    ("origin: https on the same name", "GET", "/api/settings", None, {"Origin": "https://127.0.0.1"}, 403,
+     "forbidden_origin"),
+    ("origin: port out of range", "GET", "/api/queue", None, {"Origin": "http://127.0.0.1:99999"}, 400,
+     "Malformed Host or Origin"),
+    ("range: past the end of the file", "GET", "/api/view?filename=plain.txt", None, {"Range": "bytes=999-"}, 416,
+     "range_not_satisfiable"),
+    ("range: not a byte range", "GET", "/api/view?filename=plain.txt", None, {"Range": "bytes=abc"}, 416,
+     "range_not_satisfiable"),
+    ("range: several ranges", "GET", "/api/view?filename=plain.txt", None, {"Range": "bytes=0-1,3-4"}, 416,
+     "range_not_satisfiable"),
+    ("range: end before start", "GET", "/api/view?filename=plain.txt", None, {"Range": "bytes=4-1"}, 416,
+     "range_not_satisfiable"),
+    ("range: a 5000-digit start", "GET", "/api/view?filename=plain.txt", None, {"Range": "bytes=" + "9" * 5000 + "-"},
+     416, "range_not_satisfiable"),
+    ("range: past the end of a user file", "GET", "/api/userdata/plain.txt", None, {"Range": "bytes=100-"}, 416,
+     "range_not_satisfiable"),
+    ("range: past the end of an editor file", "GET", "/index.html", None, {"Range": "bytes=99999999-"}, 416,
+     "range_not_satisfiable"),
+    ("upload: control byte in a part's file name", "POST", UPLOAD,
+     *multipart_raw(b'Content-Disposition: form-data; name="image"; filename="a\x01.png"'), 400, "Malformed multipart"),
+    ("upload: control byte in a part's header name", "POST", UPLOAD,
+     *multipart_raw(b'Content-Disp\x01osition: form-data; name="type"'), 400, "Malformed multipart"),
+    ("upload: NUL in a part's header", "POST", UPLOAD,
+     *multipart_raw(b'Content-Disposition: form-data; name="sub\x00folder"'), 400, "Malformed multipart"),
+    ("upload: bare CR in a part's header", "POST", UPLOAD,
+     *multipart_raw(b'Content-Disposition: form-data; name="subfolder"\rX: y'), 400, "Malformed multipart"),
+    ("upload: control byte in a part's type", "POST", UPLOAD,
+     *multipart_raw(b'Content-Disposition: form-data; name="subfolder"', b"Content-Type: text/\x02plain"), 400,
+     "Malformed multipart"),
+    ("upload: unknown transfer encoding", "POST", UPLOAD,
+     *multipart_raw(b'Content-Disposition: form-data; name="image"; filename="b.png"',
+                    b"Content-Transfer-Encoding: rot13"), 400, "unknown content transfer encoding"),
+    ("upload: unknown charset", "POST", UPLOAD,
+     *multipart_raw(b'Content-Disposition: form-data; name="subfolder"', b"Content-Type: text/plain; charset=utf-99"),
+     400, "Malformed multipart"),
+    ("prompt: link index is text", "POST", "/api/prompt", prompt_body(with_inputs("2", images=["1", "0"])), None, 400,
+     "bad_linked_input"),
+    ("prompt: link index is a float", "POST", "/api/prompt", prompt_body(with_inputs("2", images=["1", 0.0])), None,
+     400, "bad_linked_input"),
+    ("prompt: link index is a boolean", "POST", "/api/prompt", prompt_body(with_inputs("2", images=["1", False])),
+     None, 400, "bad_linked_input"),
+    ("prompt: link node id is a number", "POST", "/api/prompt", prompt_body(with_inputs("2", images=[1, 0])), None,
+     400, "bad_linked_input"),
+    ("prompt: link of three items", "POST", "/api/prompt", prompt_body(with_inputs("2", images=["1", 0, 0])), None,
+     400, "bad_linked_input"),
+    ("prompt: a list as a widget value", "POST", "/api/prompt", prompt_body(with_inputs("1", red=[1, 2])), None, 400,
+     "bad_linked_input"),
     ("route: unknown", "GET", "/api/does/not/exist", None, None, 404, "not_found"),
     ("route: unknown POST", "POST", "/api/does/not/exist", b"{}", None, 404, "not_found"),
     ("route: wrong method", "PUT", "/api/prompt", b"{}", None, 405, "method_not_allowed"),

@@ -103,3 +103,87 @@ def test_an_unreachable_server_is_reported(tmp_path, capsys):
     path = write(tmp_path, "solid.json", solid_prompt(1, 2, 3))
     assert main(["submit", str(path), "--server", "http://127.0.0.1:9", "--out", str(tmp_path)]) == 2
     assert "cannot reach the server" in capsys.readouterr().err
+
+
+def hostile_server(history_entry, events: list, view_status: int = 200):
+    """A server that speaks just enough of ComfyUI's API to take a prompt, then sends ``events`` on the WebSocket
+    and ``history_entry`` as the prompt's history (both of any shape)."""
+    import asyncio
+    import contextlib
+    import threading
+
+    from aiohttp import web
+
+    async def object_info(request):
+        return web.json_response({"SaveImage": {"input": {"required": {"images": "not a declaration",
+                                                                       "filename_prefix": ["STRING", {}]}}}})
+
+    sockets = []
+
+    async def websocket(request):
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        sockets.append(ws)
+        await ws.receive()  # closed by the client at the end
+        return ws
+
+    async def prompt(request):
+        for event in events:
+            await sockets[-1].send_json(event)
+        return web.json_response({"prompt_id": "p1", "number": 0, "node_errors": {}})
+
+    async def history(request):
+        return web.json_response(history_entry)
+
+    async def view(request):
+        return web.Response(status=view_status, body=b"bytes")
+
+    app = web.Application()
+    app.router.add_get("/object_info", object_info)
+    app.router.add_get("/ws", websocket)
+    app.router.add_post("/prompt", prompt)
+    app.router.add_get("/history/{prompt_id}", history)
+    app.router.add_get("/view", view)
+
+    @contextlib.contextmanager
+    def serving():
+        loop = asyncio.new_event_loop()
+        runner = web.AppRunner(app)
+        loop.run_until_complete(runner.setup())
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        loop.run_until_complete(site.start())
+        port = runner.addresses[0][1]
+        thread = threading.Thread(target=loop.run_forever, daemon=True)
+        thread.start()
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(10)
+            loop.run_until_complete(runner.cleanup())
+            loop.close()
+
+    return serving()
+
+
+DONE = {"type": "executing", "data": {"node": None, "prompt_id": "p1"}}
+
+
+@pytest.mark.parametrize("history, events, status, message", [
+    ([1, 2], [{"type": "progress", "data": {"node": "1"}}, DONE], 1, "the server reported an error"),
+    ({"p1": {"outputs": [1], "status": "done"}}, [{"type": "progress", "data": {"value": "x", "max": None}}, DONE],
+     1, "the server reported an error"),
+    ({"p1": {"status": {"status_str": "error", "messages": [["execution_error", "boom"], "junk"]}}},
+     [{"type": "execution_cached", "data": {"nodes": "all"}}, {"type": "executing", "data": {"node": 5}}, DONE],
+     1, "the server reported an error"),
+    ({"p1": {"status": {"status_str": "success"}, "outputs": {"1": {"images": [
+        {"filename": "a.png", "subfolder": ["x"], "type": 7}]}}}}, [DONE], 0, ""),
+])
+def test_submit_passes_over_what_a_broken_server_sends_and_never_prints_a_traceback(tmp_path, capsys, history,
+                                                                                     events, status, message):
+    workflow = write(tmp_path, "solid.json", solid_prompt(1, 2, 3))
+    with hostile_server(history, events) as url:
+        code = main(["submit", str(workflow), "--server", url, "--out", str(tmp_path / "out"), "--timeout", "30"])
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and code == status, err
+    assert message in err

@@ -10,17 +10,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from unidit.runtime.host.run import run_workflow
+from unidit.runtime.host.run import run_workflow, standalone_nodes
 from unidit.runtime.host.workflow import apply_overrides, load_workflow
 from unidit.runtime.media.video import decode_video
 from server_testing import running_server
 
 ROOT = Path(__file__).resolve().parents[2]
-SMALL = {"wan_text_to_video": ["3.width=64", "3.height=48", "3.frames=9", "5.steps=2"],
-         "wan_text_to_image": ["3.width=64", "3.height=48", "5.steps=2"],
-         "wan_image_to_video": ["4.width=64", "4.height=64", "4.frames=5", "7.steps=2"]}
-EXPECTED = {"wan_text_to_video": ("mp4", (9, 48, 64)), "wan_text_to_image": ("png", (1, 48, 64)),
-            "wan_image_to_video": ("mp4", (5, 64, 64))}
+SMALL = {"Wan 2.1 text to video": ["3.width=64", "3.height=48", "3.frames=9", "5.steps=2"],
+         "Wan 2.1 text to image": ["3.width=64", "3.height=48", "5.steps=2"],
+         "Wan 2.2 image to video": ["4.width=64", "4.height=64", "4.frames=5", "7.steps=2"]}
+EXPECTED = {"Wan 2.1 text to video": ("mp4", (9, 48, 64)), "Wan 2.1 text to image": ("png", (1, 48, 64)),
+            "Wan 2.2 image to video": ("mp4", (5, 64, 64))}
 
 
 @pytest.fixture(scope="module")
@@ -51,16 +51,16 @@ def test_wan_workflow_runs_with_unidit_run(name, fmt, models, tmp_path):
     assert result.status == "success", result.error
     paths = [out / e["subfolder"] / e["filename"] for ui in result.outputs.values() for e in ui.get("images", [])]
     frames = check_output(paths, name)
-    if name == "wan_image_to_video":
+    if name == "Wan 2.2 image to video":
         # the first frame is the input image through the VAE round trip (random tiny VAE: only its size is sure)
         assert frames.shape[1:3] == (64, 64)
 
 
 def test_the_command_line_runs_a_wan_workflow_and_names_missing_files(models, tmp_path):
-    workflow = ROOT / "workflows" / "wan_text_to_image.json"
+    workflow = ROOT / "workflows" / "Wan 2.1 text to image.json"
     command = [sys.executable, "-m", "unidit.runtime.host.cli", "run", str(workflow),
                "--models", str(models), "--out", str(tmp_path / "out"), "--input", str(tmp_path / "in")]
-    done = subprocess.run(command + [f"--set={o}" for o in SMALL["wan_text_to_image"]], capture_output=True,
+    done = subprocess.run(command + [f"--set={o}" for o in SMALL["Wan 2.1 text to image"]], capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     [png] = [Path(line) for line in done.stdout.splitlines() if line.endswith(".png")]
@@ -78,7 +78,8 @@ def test_wan_workflows_queue_on_unidit_serve(models, tmp_path):
         assert "wan2.2_ti2v_5B_fp16.safetensors" in info["diffusion_model"][0]
         assert info["vae"][0] == ["wan2.2_vae.safetensors", "wan_2.1_vae.safetensors"]
         for name in SMALL:
-            prompt = apply_overrides(load_workflow(ROOT / "workflows" / "api" / f"{name}.json"), SMALL[name])
+            prompt = apply_overrides(load_workflow(ROOT / "workflows" / "api" / f"{name}.json"), SMALL[name],
+                                     standalone_nodes())
             entry = server.wait_for_history(server.queue_prompt(prompt), timeout=300)
             assert entry["status"]["status_str"] == "success", entry["status"]
             paths = [server.folders["output"] / e["subfolder"] / e["filename"]

@@ -24,9 +24,39 @@ def builder():
 
 def test_there_is_a_workflow_for_every_pipeline_with_an_api_twin():
     names = {path.stem for path in WORKFLOWS}
-    assert names == {"text_to_image", "text_to_video", "text_to_3d", "image_to_video", "image_to_3d",
-                     "one_prompt_three_modalities", "wan_text_to_video", "wan_text_to_image", "wan_image_to_video"}
+    assert names == {"Text to image", "Text to video", "Text to 3D", "Image to video", "Image to 3D",
+                     "One prompt, three modalities", "Wan 2.1 text to video", "Wan 2.1 text to image",
+                     "Wan 2.2 image to video"}
     assert {path.stem for path in (ROOT / "workflows" / "api").glob("*.json")} == names
+
+
+def test_template_titles_are_the_file_names_and_read_as_titles():
+    """ComfyUI lists a pack's templates by file name, and the editor titles their cards with it."""
+    for path in WORKFLOWS:
+        assert path.stem[0].isupper() and "_" not in path.stem and (path.parent / f"{path.stem}.jpg").is_file()
+
+
+def overlapping(boxes: dict) -> list:
+    """Pairs of names whose boxes [left, top, width, height] overlap."""
+    items = list(boxes.items())
+    return [(a, b) for i, (a, first) in enumerate(items) for b, second in items[i + 1:]
+            if first[0] < second[0] + second[2] and second[0] < first[0] + first[2]
+            and first[1] < second[1] + second[3] and second[1] < first[1] + first[3]]
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_no_node_or_group_covers_another(path):
+    """Nodes with their title bars (30 above their position), and group boxes; the sizes are those the editor
+    computes (tests/web/test_editor.py checks them in the editor itself)."""
+    ui = json.loads(path.read_text())
+    nodes = {f"{n['id']} {n['type']}": [n["pos"][0], n["pos"][1] - 30, n["size"][0], n["size"][1] + 30]
+             for n in ui["nodes"]}
+    assert overlapping(nodes) == []
+    assert overlapping({g["title"]: g["bounding"] for g in ui["groups"]}) == []
+    for group in ui["groups"]:  # and every group holds its nodes
+        left, top, width, height = group["bounding"]
+        assert any(left <= box[0] and box[0] + box[2] <= left + width and top <= box[1] and
+                   box[1] + box[3] <= top + height for box in nodes.values())
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
@@ -92,10 +122,10 @@ def test_overrides_by_id_title_or_unique_class():
     prompt = {"1": {"class_type": "Number", "inputs": {"value": 1}, "_meta": {"title": "first"}},
               "2": {"class_type": "Number", "inputs": {"value": 1}},
               "3": {"class_type": "Text", "inputs": {"text": "x", "mode": "upper"}}}
-    apply_overrides(prompt, ["1.value=5", "first.value=6", "Text.text=a blue ball", "2.value=[\"9\", 0]"])
+    apply_overrides(prompt, ["1.value=5", "first.value=6", "Text.text=a blue ball", "2.value=[\"9\", 0]"], NODES)
     assert prompt["1"]["inputs"]["value"] == 6 and prompt["3"]["inputs"]["text"] == "a blue ball"
     assert prompt["2"]["inputs"]["value"] == ["9", 0]
     with pytest.raises(WorkflowError, match="2 nodes"):
-        apply_overrides(prompt, ["Number.value=3"])
+        apply_overrides(prompt, ["Number.value=3"], NODES)
     with pytest.raises(WorkflowError, match="NODE.INPUT=VALUE"):
-        apply_overrides(prompt, ["seed=3"])
+        apply_overrides(prompt, ["seed=3"], NODES)

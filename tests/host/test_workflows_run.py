@@ -19,8 +19,8 @@ from unidit.runtime.host.run import run_workflow
 from unidit_testing import glb_vertex_colours_present
 
 ROOT = Path(__file__).resolve().parents[2]
-CASES = [(name, fmt) for name in ("text_to_image", "text_to_video", "text_to_3d", "image_to_video", "image_to_3d",
-                                  "one_prompt_three_modalities") for fmt in ("ui", "api")]
+CASES = [(name, fmt) for name in ("Text to image", "Text to video", "Text to 3D", "Image to video", "Image to 3D",
+                                  "One prompt, three modalities") for fmt in ("ui", "api")]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -68,23 +68,23 @@ def test_workflow_runs_and_its_outputs_mean_what_was_asked(name, fmt, tmp_path):
     out = tmp_path / "output"
     result = run_workflow(path, out, input_dir=tmp_path / "input", progress=False)
     assert result.status == "success", result.error
-    if name == "text_to_image":
+    if name == "Text to image":
         [png] = files_of(result, out, "png")
         check_colour(png, "red")  # the example asks for "a red cube"
         assert "prompt" in Image.open(png).text  # the prompt travels inside the PNG, as in ComfyUI
-    elif name in ("text_to_video", "image_to_video"):
+    elif name in ("Text to video", "Image to video"):
         [mp4] = files_of(result, out, "mp4")
         video = check_video(mp4, 9)
         assert (video[-1] - video[0]).abs().mean() > 0.005  # something moves
-        if name == "image_to_video":
+        if name == "Image to video":
             given = torch.from_numpy(np.array(Image.open(tmp_path / "input" / "unidit_example.png"))).float() / 255
             assert psnr(video[0], given[..., :3]) > 22  # frame 0 is the input image
-    elif name in ("text_to_3d", "image_to_3d"):
+    elif name in ("Text to 3D", "Image to 3D"):
         [ply] = files_of(result, out, "ply")
         [glb] = files_of(result, out, "glb")
         check_splat(ply)
         check_mesh(glb)
-        if name == "text_to_3d":
+        if name == "Text to 3D":
             [turntable] = files_of(result, out, "webp")
             check_video(turntable, 24)
     else:
@@ -95,7 +95,7 @@ def test_workflow_runs_and_its_outputs_mean_what_was_asked(name, fmt, tmp_path):
 def test_the_samplers_cache_threshold_widget_turns_step_caching_on(tmp_path, caplog):
     out = tmp_path / "output"
     with caplog.at_level("INFO", logger="unidit"):
-        result = run_workflow(ROOT / "workflows" / "api" / "text_to_image.json", out, ["5.cache_threshold=0.05"],
+        result = run_workflow(ROOT / "workflows" / "api" / "Text to image.json", out, ["5.cache_threshold=0.05"],
                               input_dir=tmp_path / "input", progress=False)
     assert result.status == "success", result.error
     [match] = [m for record in caplog.records

@@ -99,8 +99,30 @@ async function loadTemplate(name) {
   };
 }
 
+// In the page: pairs of nodes, and pairs of groups, whose boxes overlap as the editor draws them: a node's box
+// with its title bar, at least as tall and wide as the editor computes it (computeSize) and as the workflow says.
+function overlapsInGraph() {
+  const title = window.LiteGraph?.NODE_TITLE_HEIGHT ?? 30;
+  const meets = (a, b) => a[0] < b[0] + b[2] && b[0] < a[0] + a[2] && a[1] < b[1] + b[3] && b[1] < a[1] + a[3];
+  const nodes = window.app.graph.nodes.map((node) => {
+    const [width, height] = node.computeSize();
+    return { name: `${node.id} ${node.type}`, box: [node.pos[0], node.pos[1] - title, Math.max(width, node.size[0]),
+                                                  Math.max(height, node.size[1]) + title] };
+  });
+  const groups = (window.app.graph.groups ?? window.app.graph._groups ?? []).map((group) => (
+    { name: `group ${group.title}`, box: [...(group._bounding ?? group.bounding)] }));
+  const found = [];
+  for (const list of [nodes, groups]) {
+    list.forEach((a, index) => list.slice(index + 1).forEach((b) => {
+      if (meets(a.box, b.box)) found.push(`${a.name} [${a.box.map(Math.round)}] / ${b.name} [${b.box.map(Math.round)}]`);
+    }));
+  }
+  return found;
+}
+
 async function loadAndLook(name) {
-  return { ...(await page.evaluate(loadTemplate, name)), ...(await page.evaluate(shownGraph)) };
+  return { ...(await page.evaluate(loadTemplate, name)), ...(await page.evaluate(shownGraph)),
+           overlaps: await page.evaluate(overlapsInGraph) };
 }
 
 try {

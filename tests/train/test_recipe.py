@@ -53,3 +53,29 @@ def test_eval_scores_the_tiny_bundle_end_to_end(tiny_bundle_file, capsys):
         assert math.isfinite(scores[key]) and 10.0 < scores[key] < 60.0, (key, scores[key])
     # The given frame is clamped to the input's latent, so video frame 0 and 3D view 0 decode to the same image.
     assert scores["i2v_first_frame_psnr"] == pytest.approx(scores["i23d_view0_psnr"], abs=0.05)
+
+
+def test_lora_training_writes_a_lora_file_that_the_lora_node_reads(tiny_bundle_file, capsys):
+    from unidit.runtime.families import ModelFiles, load_model
+    from unidit.runtime.lora import read_lora
+    from unidit.runtime.weights import TensorFile
+
+    work = tiny_bundle_file.parent / "lora"
+    out = work / "red-cube.safetensors"
+    args = ["train", "--preset", "tiny", "--work", str(work), "--from", str(tiny_bundle_file), "--lora-rank", "2",
+            "--subject", "red cube", "--steps", "40", "--out", str(out)]
+    capsys.readouterr()
+    assert main(args) == 0
+    report = json.loads(capsys.readouterr().out.split("\n", 1)[1])
+    assert report["subject"] == "red cube" and report["final_loss"] < report["first_loss"]
+    model = load_model(ModelFiles(tiny_bundle_file))
+    lora = read_lora(out, model.denoiser.lora_targets()[0])
+    assert lora.rank == 2 and len(lora.layers) == 7 * 2
+    assert TensorFile(out).metadata["format"] == "unidit.lora"
+    assert main(args) == 2 and "--overwrite" in capsys.readouterr().err
+    assert main(args[:-2] + ["--subject", "red", "--out", str(work / "x.safetensors")]) == 2
+    assert "a colour and a shape" in capsys.readouterr().err
+    assert main(args[:-4] + ["--subject", "plaid cube", "--out", str(work / "y.safetensors")]) == 2
+    assert "unknown subject plaid cube" in capsys.readouterr().err
+    assert main(["train", "--preset", "tiny", "--subject", "red cube"]) == 2
+    assert "add --lora-rank" in capsys.readouterr().err

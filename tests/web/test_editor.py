@@ -1,7 +1,7 @@
 """The ComfyUI editor served by `unidit serve` (the pinned comfyui-frontend-package), in headless Chromium, used as
 a person would on a first start (tests/js/editor.mjs): the whole session runs with no failed request and no
 console error; the template browser shows the pack's workflows with their thumbnails; every example workflow
-loads with no missing node; pressing Run on text -> image shows the generated image in its Save node; a later
+loads with no missing node and no node or group over another; pressing Run on text -> image shows the generated image in its Save node; a later
 start in a new browser profile opens the pack's text -> image workflow (not the frontend's default graph, whose
 nodes `unidit serve` does not have). The screenshot is kept in test-artifacts/editor/ for a person to look at.
 
@@ -28,7 +28,7 @@ from unidit.runtime.bundle import SHIPPED_BUNDLE
 from browser_testing import ARTIFACTS, REPO, require_browser, run_browser_script
 
 WORKFLOWS = sorted(path.stem for path in (REPO / "workflows").glob("*.json"))
-QUEUED = "text_to_image"
+QUEUED = "Text to image"
 SERVING = re.compile(r"serving the ComfyUI editor at (http://\S+)")
 
 
@@ -103,6 +103,7 @@ def test_every_example_workflow_loads_with_no_missing_node(session, name):
     assert loaded["missingNodeTypes"] == [] and not loaded["missingNotice"], loaded
     assert loaded["unregistered"] == [] and loaded["dialogs"] == [], loaded
     assert loaded["nodes"] == loaded["expectedNodes"]
+    assert loaded["overlaps"] == [], "nodes or groups overlap in the editor"
 
 
 def test_run_shows_the_generated_image_in_its_node(session):
@@ -124,7 +125,7 @@ def test_run_shows_the_generated_image_in_its_node(session):
 def test_a_later_start_in_a_new_browser_opens_the_packs_text_to_image_workflow(session):
     later = session["seen"]["laterStart"]
     assert later, session["seen"]["error"]
-    starter = json.loads((REPO / "workflows" / "text_to_image.json").read_text())
+    starter = json.loads((REPO / "workflows" / "Text to image.json").read_text())
     assert sorted(later["types"]) == sorted(node["type"] for node in starter["nodes"]), later
     assert later["unregistered"] == [] and not later["missingNotice"] and later["dialogs"] == [], later
 

@@ -6,6 +6,9 @@
 //
 // Every bare `three` import is rewritten to "./three.mjs", so Spark, the addons and web/viewer/viewer.mjs share
 // exactly one copy of three.js (two copies would break `instanceof` checks and double the download).
+// three.js registers itself as `window.__THREE__` and warns "Multiple instances of Three.js being imported" when
+// it is already there. The ComfyUI editor bundles its own three.js (its 3D nodes), so that registration is left
+// out of ours: the viewer shares no object with the editor's copy, and the warning would only alarm users.
 // The licence of every bundled package is copied next to the modules. Run: `npm ci && npm run build`.
 import { copyFile, mkdir, readFile, rm } from "node:fs/promises";
 import { dirname, join } from "node:path";
@@ -53,6 +56,19 @@ const sharedThree = {
   },
 };
 
+// Leaves three.js's `window.__THREE__` registration out (see the top of this file); fails if three.js changed it.
+const REGISTRATION = /if \( typeof window !== 'undefined' \) \{\s*if \( window\.__THREE__ \) \{\s*warn\( 'WARNING: Multiple instances of Three\.js being imported\.' \);\s*\} else \{\s*window\.__THREE__ = REVISION;\s*\}\s*\}/;
+const unregisteredThree = {
+  name: "unregistered-three",
+  setup(build) {
+    build.onLoad({ filter: /[\\/]three[\\/]build[\\/]three\.core\.js$/ }, async ({ path }) => {
+      const source = await readFile(path, "utf8");
+      if (!REGISTRATION.test(source)) throw new Error(`${path}: three.js's window.__THREE__ registration not found`);
+      return { contents: source.replace(REGISTRATION, "/* window.__THREE__ registration left out */"), loader: "js" };
+    });
+  },
+};
+
 await rm(vendor, { recursive: true, force: true });
 await mkdir(vendor, { recursive: true });
 
@@ -67,7 +83,7 @@ for (const bundle of bundles) {
     minify: true,
     legalComments: "none", // the full licence texts sit next to the modules instead
     banner: { js: `// ${names.join(", ")} (MIT; licences in this folder). Built by tools/viewer/build.mjs; do not edit.` },
-    plugins: bundle.threeExternal ? [sharedThree] : [],
+    plugins: bundle.threeExternal ? [sharedThree] : [unregisteredThree],
     logLevel: "warning",
   });
 }

@@ -19,7 +19,8 @@ import torch.nn as nn
 from ...weights import CheckpointError, Weights
 from .. import (Capabilities, DenoiserConditioning, Family, FamilyModel, GenerationDefaults, MemoryCost, ModelFiles,
                 Placement)
-from .dit import WanDiT, describe, infer_config, load_wan_dit, original_weights
+from ...lora import linear_layers
+from .dit import WanDiT, describe, diffusers_to_original, infer_config, load_wan_dit, original_weights
 
 # The official negative prompt of Wan's sampling configs ("garish colours, overexposed, static, blurry details,
 # subtitles, ... walking backwards"), which ComfyUI's and diffusers' Wan examples use too.
@@ -56,6 +57,14 @@ class WanDenoiser(nn.Module):
 
     def block_lists(self) -> list:
         return [model.blocks for model in self.experts()]
+
+    def lora_targets(self) -> list[dict]:
+        """Each expert's linear layers (a LoRA applies to every expert whose layers it names)."""
+        return [linear_layers(model) for model in self.experts()]
+
+    @staticmethod
+    def lora_name(name: str) -> str:
+        return diffusers_to_original(name)
 
 
 def capabilities(dit: WanDiT, vae, description: str) -> Capabilities:
