@@ -9,7 +9,7 @@ from .latents import (UniDiTContinueClip, UniDiTEmpty3DLatent, UniDiTEmptyImageL
 from .loader import UniDiTLoader, UniDiTLoRA, UniDiTPartsLoader, UniDiTUnloadModels
 from .sampling import UniDiTGuidance, UniDiTSampler
 from .save import UniDiTSaveImage, UniDiTSaveMesh, UniDiTSaveSplat, UniDiTSaveVideo
-from .splats import UniDiTRenderSplat, UniDiTSplatToMesh
+from .splats import UniDiTFitSplats, UniDiTRenderSplat, UniDiTSplatToMesh
 from .text import UniDiTTextEncode
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -29,6 +29,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "UniDiTSampler": "UniDiT Sampler",
     "UniDiTDecode": "UniDiT Decode",
     "UniDiTDecodeSplat": "UniDiT Decode Splat",
+    "UniDiTFitSplats": "UniDiT Fit Splats",
     "UniDiTRenderSplat": "UniDiT Render Splat",
     "UniDiTSplatToMesh": "UniDiT Splat to Mesh",
     "UniDiTSaveImage": "UniDiT Save Image",

@@ -190,13 +190,15 @@ RIG_PRESETS = {
 
 
 def camera_rig(preset: str = "orbit", views: int = 4, width: int = 64, height: int = 64, radius: float = 2.0,
-               fov_deg: float = 49.1) -> Cameras:
-    """The ``views`` cameras of a named rig (``RIG_PRESETS``), azimuths 0, 360/V, 2 * 360/V, ..."""
+               fov_deg: float = 49.1, arc_deg: float = 360.0) -> Cameras:
+    """The ``views`` cameras of a named rig (``RIG_PRESETS``), azimuths 0, arc/V, 2 * arc/V, ... (a full circle
+    by default; a negative arc goes round the other way, as a turntable video of an object spinning
+    counter-clockwise does)."""
     if preset not in RIG_PRESETS:
         raise ValueError(f"unknown camera rig {preset!r}; choose one of {sorted(RIG_PRESETS)}")
     if views < 1:
         raise ValueError(f"a rig needs at least one view, got {views}")
-    azimuths = [360.0 * k / views for k in range(views)]
+    azimuths = [arc_deg * k / views for k in range(views)]
     return orbit_cameras(azimuths, RIG_PRESETS[preset]["elevation_deg"], radius, fov_deg, width, height)
 
 

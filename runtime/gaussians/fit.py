@@ -29,7 +29,7 @@ every view's foreground) coloured by the pixels they project to.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Optional
 
 import torch
@@ -337,6 +337,30 @@ def fit_splats(images: torch.Tensor, cameras: Cameras, initial: Optional[Splats]
         footprints = pixel_footprints(optimizer.parameters["positions"], cameras)
         result = _filtered_splats(optimizer.parameters, footprints, config.filter_pixels)
     return FitResult(result.to(device="cpu"), losses, counts)
+
+
+def fit_objects(images: torch.Tensor, cameras: Cameras, initial: Optional[Splats] = None,
+                config: Optional[FitConfig] = None,
+                on_step: Optional[Callable[[int, int], None]] = None) -> Splats:
+    """One splat per object: ``images`` [B, V, H, W, 3] are B objects each seen by the same V ``cameras``;
+    ``initial`` holds B starting splats (or one for all), or None. Object b is fitted with seed ``config.seed + b``.
+    ``on_step(done, total)`` counts the steps of all objects."""
+    config = config or FitConfig()
+    objects = images.shape[0]
+    if initial is not None and initial.batch_size not in (1, objects):
+        raise ValueError(f"{initial.batch_size} starting splats for {objects} objects: give one, or one per object")
+    fitted = []
+    for item in range(objects):
+        start = None if initial is None else initial.item(item if initial.batch_size > 1 else 0)
+        done = item * config.iterations
+
+        def stepped(step, _, done=done):
+            if on_step is not None:
+                on_step(done + step, objects * config.iterations)
+
+        fitted.append(fit_splats(images[item], cameras, start, replace(config, seed=config.seed + item),
+                                 on_step=stepped).splats)
+    return Splats.stack(fitted)
 
 
 def _filtered_splats(p: dict, footprints: torch.Tensor, filter_pixels: float) -> Splats:

@@ -107,3 +107,27 @@ def _cloud(n: int) -> Splats:
     rotations[..., 0] = 1.0
     return Splats(torch.randn(1, n, 3), torch.full((1, n, 3), 0.1), rotations, torch.full((1, n, 1), 0.5),
                   torch.zeros(1, n, 1, 3))
+
+
+def test_fit_splats_node_fits_a_rig_of_frames_and_one_splat_per_latent_item():
+    from unidit.nodes.splats import UniDiTFitSplats
+    from unidit.nodes.types import latent_to_comfy, splat_from_comfy
+    from unidit.runtime.generate import Latents
+
+    node = UniDiTFitSplats()
+    rig = orbit_cameras([45.0 * k for k in range(8)], 20.0, width=32, height=32)
+    frames = toy_views("cylinder", rig)
+    (splat,) = node.fit(frames, "orbit", 360.0, 2.0, 49.1, 150, 1, 0)
+    fitted = splat_from_comfy(splat)
+    with torch.no_grad():
+        again = render(fitted, rig, RenderConfig(background=tuple(frames[0, 0, 0].tolist()))).color.clamp(0, 1)
+    assert fitted.batch_size == 1 and sum(psnr(a, b) for a, b in zip(again, frames)) / 8 > 28
+
+    four = orbit_cameras([0.0, 90.0, 180.0, 270.0], 20.0, width=32, height=32)
+    latent = latent_to_comfy(Latents(torch.zeros(2, 4, 4, 4, 4), "3d", torch.zeros(2, 4, dtype=torch.bool), None,
+                                     four))
+    both = torch.cat([toy_views("cube", four), toy_views("sphere", four)])
+    (splats,) = node.fit(both, "orbit", 360.0, 2.0, 49.1, 20, 1, 0, cameras_from=latent)
+    assert splat_from_comfy(splats).batch_size == 2
+    with pytest.raises(ValueError, match="whole sets"):
+        node.fit(both[:6], "orbit", 360.0, 2.0, 49.1, 20, 1, 0, cameras_from=latent)
