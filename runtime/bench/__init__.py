@@ -14,6 +14,8 @@ BENCHMARKS = {
                 "bundle, 2 threads)",
     "render": "Gaussian-splat renderer: 5,000 Gaussians at 128x128, fps and speedup over the dense reference "
               "(CPU fp32, 2 threads)",
+    "fit": "splat fitting to 8 toy-world views of a sphere: seconds per 100 steps at 64x64 and 128x128 (CPU fp32, "
+           "2 threads)",
     "mesh": "splat -> mesh -> GLB on a 20,000-Gaussian torus: seconds per stage (CPU fp32, 2 threads)",
     "parallel": "one guided denoiser evaluation in one process and in two gloo processes (sequence parallel, CFG "
                 "parallel): max_abs_diff and overhead (CPU fp32, 1 thread per process)",

@@ -28,6 +28,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..families import FamilyModel
+from ..gaussians.camera import Cameras, orbit_cameras
+from ..gaussians.fit import FitConfig, fit_splats
 from ..gaussians.render import RenderConfig, render
 from ..generate import (condition_on_image, continue_clip, decode_frames, decode_splats, empty_latents, generate,
                         give_frames, join_clips)
@@ -52,6 +54,7 @@ class EvalConfig:
     batch_size: int = 8
     conditioned_items: int = 4         # image -> video and image -> 3D inputs; keyframe, extension and chain items
     views_prompts: int = 8             # text -> 3D prompts
+    fit_iterations: int = 500          # splat fitting's steps per shape
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -213,6 +216,7 @@ def evaluate(model: FamilyModel, config: EvalConfig | None = None, progress: boo
         "i2v_first_frame_psnr": round(sum(psnr(a, b) for a, b in zip(first_frames, inputs)) / len(inputs), 2),
         "i23d_view0_psnr": round(sum(psnr(a, b) for a, b in zip(view0, inputs)) / len(inputs), 2),
         "video_motion": mean(moving),
+        "fit_novel_view_psnr": round(sum(fit_psnrs.values()) / len(fit_psnrs), 2),
         "keyframe_psnr": round(sum(keyframe_psnrs) / len(keyframe_psnrs), 2),
         "extension_seam": round(sum(seams) / len(seams), 3),
         "chain_color_agreement": mean(agreement),
@@ -245,4 +249,30 @@ def splat_view_psnrs(model: FamilyModel, latents, views: torch.Tensor, supersamp
         rendering = render(splats.item(item), big, RenderConfig(background=background)).color  # [V, H', W', 3]
         rendered = F.avg_pool2d(rendering.permute(0, 3, 1, 2), supersample).permute(0, 2, 3, 1)
         scores.append(sum(psnr(r, t) for r, t in zip(rendered, target)) / len(target))
+    return scores
+
+
+FIT_AZIMUTHS = [45.0 * k for k in range(8)]                   # the fitted views, on the 20-degree orbit
+HELD_OUT_AZIMUTHS = [22.5 + 45.0 * k for k in range(8)]       # scored views, halfway between them
+HELD_OUT_ELEVATIONS = [10.0, 30.0] * 4
+
+
+def fit_novel_view_psnrs(resolution: int, iterations: int, seed: int = 0) -> dict:
+    """Per shape: PSNR of a splat fitted to 8 toy-world views (resolution²) rendered at the 8 held-out cameras at
+    2x the resolution against the world's renders there (antialiased both: the world supersamples its rays, the
+    splat is rendered at 2x again and averaged down)."""
+    world = ToyWorldConfig(resolution=resolution)
+    fitted_cameras = orbit_cameras(FIT_AZIMUTHS, 20.0, width=resolution, height=resolution)
+    held_out = Cameras.cat([orbit_cameras([azimuth], elevation, width=4 * resolution, height=4 * resolution)
+                          for azimuth, elevation in zip(HELD_OUT_AZIMUTHS, HELD_OUT_ELEVATIONS)])
+    scores = {}
+    for index, shape in enumerate(SHAPES):
+        scene = Scene(shape, list(COLOURS)[index % len(COLOURS)])
+        views = toyworld.render_from([scene], fitted_cameras, world).rgb[0]
+        truth = toyworld.render_from([scene], held_out.resized(2 * resolution, 2 * resolution), world).rgb[0]
+        splats = fit_splats(views, fitted_cameras, config=FitConfig(iterations=iterations, seed=seed)).splats
+        with torch.no_grad():
+            rendering = render(splats, held_out, RenderConfig(background=border_background(views[0]))).color
+        rendered = F.avg_pool2d(rendering.permute(0, 3, 1, 2), 2).permute(0, 2, 3, 1).clamp(0, 1)
+        scores[shape] = sum(psnr(r, t) for r, t in zip(rendered, truth)) / len(truth)
     return scores
