@@ -10,6 +10,11 @@
 | SPLAT          | core's SPLAT where the core has it, else ``runtime.gaussians.splats.Splats`` (same fields)  |
 | MESH           | core's MESH where the core has it, else :class:`MeshBatch` (same fields: vertices [B, N, 3], |
 |                | faces [B, M, 3], vertex_colors [B, N, 3], vertex_counts / face_counts when items differ)    |
+
+A MESH is in glTF's frame (y up, right-handed; ``(x, -y, -z)`` of the splat frame) with *linear* vertex colours,
+as core's SaveGLB writes its fields verbatim into a GLB (POSITION, and COLOR_0 where the core writes colours), so
+what it saves stands upright. The runtime's :class:`Mesh` stays in the splat frame with sRGB colours; the two
+conversions below map between them, so our Save Mesh writes the same file either way.
 """
 from __future__ import annotations
 
@@ -21,7 +26,7 @@ import numpy as np
 import torch
 
 from ..runtime import comfy_bridge
-from ..runtime.gaussians.mesh import Mesh, vertex_normals
+from ..runtime.gaussians.mesh import GLTF_FROM_SPLAT, Mesh, linear_to_srgb, srgb_to_linear, vertex_normals
 from ..runtime.gaussians.splats import Splats
 from ..runtime.generate import Latents
 from ..runtime.sampling.guidance import GuidanceConfig
@@ -123,17 +128,18 @@ class MeshBatch:
 
 
 def meshes_to_comfy(meshes: list[Mesh]):
-    """Meshes (splat frame, sRGB vertex colours) -> one batched MESH value; items of different sizes are padded
-    (degenerate faces on vertex 0) with their real sizes in ``vertex_counts`` / ``face_counts``."""
+    """Meshes (splat frame, sRGB vertex colours) -> one batched MESH value (glTF frame, linear colours; module
+    docstring); items of different sizes are padded (degenerate faces on vertex 0) with their real sizes in
+    ``vertex_counts`` / ``face_counts``."""
     vertex_counts = torch.tensor([len(m.vertices) for m in meshes])
     face_counts = torch.tensor([len(m.faces) for m in meshes])
     vertices = torch.zeros(len(meshes), int(vertex_counts.max()), 3)
     faces = torch.zeros(len(meshes), int(face_counts.max()), 3, dtype=torch.int64)
     colors = torch.zeros(len(meshes), int(vertex_counts.max()), 3)
     for i, mesh in enumerate(meshes):
-        vertices[i, :len(mesh.vertices)] = torch.as_tensor(mesh.vertices)
+        vertices[i, :len(mesh.vertices)] = torch.as_tensor(mesh.vertices * GLTF_FROM_SPLAT, dtype=torch.float32)
         faces[i, :len(mesh.faces)] = torch.as_tensor(mesh.faces)
-        colors[i, :len(mesh.vertices)] = torch.as_tensor(mesh.vertex_colors)
+        colors[i, :len(mesh.vertices)] = torch.as_tensor(srgb_to_linear(mesh.vertex_colors), dtype=torch.float32)
     same_size = bool((vertex_counts == vertex_counts[0]).all() and (face_counts == face_counts[0]).all())
     counts = {} if same_size else {"vertex_counts": vertex_counts, "face_counts": face_counts}
     core = comfy_bridge.core_type("MESH")
@@ -145,7 +151,8 @@ def meshes_to_comfy(meshes: list[Mesh]):
 
 
 def meshes_from_comfy(value) -> list[Mesh]:
-    """Meshes from a MESH value (core's or ours); missing vertex colours become light grey."""
+    """Meshes (splat frame, sRGB colours) from a MESH value (glTF frame, linear colours), core's or ours; missing
+    vertex colours become light grey."""
     meshes = []
     vertex_counts = getattr(value, "vertex_counts", None)
     face_counts = getattr(value, "face_counts", None)
@@ -153,8 +160,9 @@ def meshes_from_comfy(value) -> list[Mesh]:
     for i in range(value.vertices.shape[0]):
         n = int(vertex_counts[i]) if vertex_counts is not None else value.vertices.shape[1]
         m = int(face_counts[i]) if face_counts is not None else value.faces.shape[1]
-        vertices = value.vertices[i, :n].float().cpu().numpy()
+        vertices = value.vertices[i, :n].float().cpu().numpy() * GLTF_FROM_SPLAT.astype(np.float32)
         faces = value.faces[i, :m].long().cpu().numpy()
-        rgb = colors[i, :n, :3].float().cpu().numpy() if colors is not None else np.full_like(vertices, 0.8)
+        rgb = (linear_to_srgb(colors[i, :n, :3].float().cpu().numpy()) if colors is not None
+               else np.full_like(vertices, 0.8))
         meshes.append(Mesh(vertices, faces, vertex_normals(vertices, faces), rgb))
     return meshes

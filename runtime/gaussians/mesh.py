@@ -250,6 +250,13 @@ def srgb_to_linear(colors: np.ndarray) -> np.ndarray:
     return np.where(colors <= 0.04045, colors / 12.92, ((colors + 0.055) / 1.055) ** 2.4)
 
 
+def linear_to_srgb(colors: np.ndarray) -> np.ndarray:
+    """The sRGB transfer function (IEC 61966-2-1), for linear colours in 0..1: the inverse of
+    :func:`srgb_to_linear`."""
+    colors = np.clip(colors, 0.0, 1.0)
+    return np.where(colors <= 0.0031308, colors * 12.92, 1.055 * colors ** (1.0 / 2.4) - 0.055)
+
+
 def mesh_bytes(mesh: Mesh, file_format: str) -> bytes:
     """The file of ``mesh`` in ``file_format`` (glb, obj, ply or stl), in glTF's y-up frame (module docstring)."""
     import trimesh  # imported here: it takes most of a second, and only file writing needs it
