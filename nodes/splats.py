@@ -6,7 +6,7 @@ import torch
 from ..runtime import comfy_bridge, memory_budget
 from ..runtime.gaussians.camera import RIG_PRESETS, camera_rig
 from ..runtime.gaussians.fit import FitConfig, fit_objects
-from ..runtime.gaussians.mesh import MeshConfig, splat_to_mesh
+from ..runtime.gaussians.mesh import SURFACES, MeshConfig, splat_to_mesh
 from ..runtime.gaussians.render import RenderConfig, render_turntable
 from .types import (CATEGORY, MESH, SPLAT, latent_from_comfy, meshes_to_comfy, range_problem, splat_from_comfy,
                     splat_to_comfy)
@@ -59,8 +59,9 @@ class UniDiTRenderSplat:
 
 
 class UniDiTSplatToMesh:
-    DESCRIPTION = ("Turns a splat into a coloured triangle mesh: Gaussian density on a grid, marching cubes, small "
-                   "pieces dropped, simplified, vertex colours from the nearest Gaussians.")
+    DESCRIPTION = ("Turns a splat into a closed, coloured triangle mesh: the splat's visual hull from renders all "
+                   "round (or its Gaussian density) on a grid, pores closed, marching cubes, volume-keeping "
+                   "smoothing, small pieces dropped, simplified, vertex colours from the nearest Gaussians.")
     CATEGORY = f"{CATEGORY}/3d"
     RETURN_TYPES = (MESH,)
     RETURN_NAMES = ("mesh",)
@@ -73,10 +74,17 @@ class UniDiTSplatToMesh:
             "resolution": ("INT", {"default": 128, "min": 16, "max": 512, "step": 8,
                                    "tooltip": "Grid points along the longest side; more is finer and slower."}),
             "threshold": ("FLOAT", {"default": 0.5, "min": 0.01, "max": 2.0, "step": 0.01,
-                                    "tooltip": "Surface level as a fraction of the typical density at the "
-                                               "Gaussians; lower gives a fuller mesh."}),
+                                    "tooltip": "surface = density only: the level as a fraction of the typical "
+                                               "density at the Gaussians; lower gives a fuller mesh."}),
             "target_faces": ("INT", {"default": 50000, "min": 0, "max": 2000000, "step": 1000,
                                      "tooltip": "Simplify to about this many faces (0 = keep all)."}),
+        }, "optional": {
+            "surface": (list(SURFACES), {"default": "silhouettes",
+                                         "tooltip": "silhouettes: the splat's visual hull, one closed piece "
+                                                    "without pores (best for generated and fitted splats; "
+                                                    "hollows that no view sees into are filled). density: "
+                                                    "the level of the Gaussians' density (keeps hollows, "
+                                                    "porous for noisy splats)."}),
         }}
 
     @classmethod
@@ -85,9 +93,10 @@ class UniDiTSplatToMesh:
             resolution ** 3 * memory_budget.GRID_BYTES_PER_CELL, f"A {resolution}^3 density grid", "the resolution") \
             or True
 
-    def convert(self, splat, resolution, threshold, target_faces):
+    def convert(self, splat, resolution, threshold, target_faces, surface="silhouettes"):
         splats = splat_from_comfy(splat)
-        config = MeshConfig(resolution=resolution, threshold=threshold, target_faces=target_faces or None)
+        config = MeshConfig(resolution=resolution, threshold=threshold, target_faces=target_faces or None,
+                            surface=surface)
         meshes = []
         for item in range(splats.batch_size):
             comfy_bridge.check_interrupt()

@@ -5,12 +5,20 @@
 1. **density** — every Gaussian, widened by half a voxel so that surfaces thinner than a voxel are not missed,
    adds ``o · exp(-½ dᵀ Σ⁻¹ d)`` to the points of a regular grid within 3 standard deviations of its centre
    (``density_grid``; vectorised in torch, Gaussians grouped by window size);
-2. **iso level** — ``threshold`` times the median density at the Gaussians' own centres. The median of the
+2. **iso level** — with ``surface="silhouettes"`` (the default) the field is replaced by the splat's visual
+   hull (:func:`silhouette_occupancy`: the least alpha each grid point projects to in renders from all round),
+   at level 0.5; a decoded splat is a porous cloud whose density level has hundreds of tunnels, its
+   silhouettes are solid. Silhouettes reach past the Gaussians' centres, so the smoothed surface is moved
+   inwards by ``SILHOUETTE_SPREAD`` times the median Gaussian width (measured on a surfel sphere). With ``surface="density"``: ``threshold`` times the median density at the Gaussians' own centres. The median of the
    field *on* the surface the splat describes does not depend on how many Gaussians overlap or how opaque they
-   are, so one threshold suits thin surfel shells and dense clouds alike. Closed cavities are filled first, so a
-   shell of Gaussians becomes one solid instead of an outer and an inner wall;
-3. **marching cubes** (scikit-image) on that level;
-4. **components** — pieces with fewer faces than ``min_component_fraction`` of the largest are dropped;
+   are, so one threshold suits thin surfel shells and dense clouds alike;
+3. **solid** — the grid points at that level or above, closed morphologically (a ball of ``close_voxels``) so
+   the pores and tunnels of a noisy splat are filled, closed cavities filled (a shell of Gaussians becomes one
+   solid, not an outer and an inner wall), pieces with less than
+   ``min_component_fraction`` of the largest's volume dropped;
+4. **marching cubes** (scikit-image) around that solid, then **Taubin smoothing** (``taubin_steps``), which
+   flattens marching cubes' ridges without shrinking the surface; pieces with fewer faces than
+   ``min_component_fraction`` of the largest's are dropped;
 5. **simplification** (fast-simplification, quadric decimation) to about ``target_faces``, and the "fins" it
    sometimes leaves removed, so a closed surface stays closed;
 6. **colours** — each vertex takes the density-weighted mean base colour of its nearest Gaussians.
@@ -32,6 +40,7 @@ from typing import Callable
 import fast_simplification
 import numpy as np
 import torch
+import torch.nn.functional as F
 from scipy import ndimage
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
@@ -39,12 +48,17 @@ from scipy.spatial import cKDTree
 from skimage import measure
 
 from ..files import write_atomic
+from .camera import Cameras, look_at
+from .render import render
 from .rotations import quaternion_to_matrix
 from .splats import Splats
 
 MESH_FORMATS = ("glb", "obj", "ply", "stl")
 GLTF_FROM_SPLAT = np.array([1.0, -1.0, -1.0])  # per-axis signs: splat (OpenCV) frame <-> glTF (y-up) frame
 CUTOFF_SIGMAS = 3.0
+SILHOUETTE_LEVEL = 0.5     # the visual hull: inside where every render is at least half covered
+SILHOUETTE_SPREAD = 0.8    # the hull's surface lies this many median Gaussian widths outside their centres
+SURFACES = ("silhouettes", "density")
 
 
 @dataclass
@@ -55,7 +69,11 @@ class MeshConfig:
     threshold: float = 0.5                 # iso level, as a fraction of the median density at Gaussian centres
     smoothing: float = 0.5                 # widen every Gaussian by this many voxels (std) before sampling
     target_faces: int | None = 50_000      # simplify to about this many faces; None keeps marching cubes' mesh
-    min_component_fraction: float = 0.05   # drop pieces smaller than this fraction of the largest (in faces)
+    min_component_fraction: float = 0.05   # drop pieces smaller than this fraction of the largest (in volume)
+    surface: str = "silhouettes"           # "silhouettes": the splat's visual hull; "density": its density level
+    silhouette_views: int = 32             # renders of the splat whose silhouettes carve the hull
+    close_voxels: int = 2                  # fill pores and tunnels narrower than about twice this (in voxels)
+    taubin_steps: int = 10                 # smoothing steps that keep the volume (0 = none)
     min_opacity: float = 0.05              # ignore fainter Gaussians
     color_neighbours: int = 8              # Gaussians averaged for each vertex colour
 
@@ -143,6 +161,8 @@ def splat_to_mesh(splats: Splats, config: MeshConfig | None = None,
     "colors"), for progress bars and the mesh benchmark.
     """
     config = config or MeshConfig()
+    if config.surface not in SURFACES:
+        raise ValueError(f"unknown surface {config.surface!r}; choose one of {', '.join(SURFACES)}")
     done = on_stage or (lambda stage: None)
     if splats.batch_size != 1:
         raise ValueError(f"splat_to_mesh takes one splat; select one of the {splats.batch_size} with .item(i)")
@@ -151,11 +171,19 @@ def splat_to_mesh(splats: Splats, config: MeshConfig | None = None,
     splats = Splats(splats.positions[:, opaque], splats.scales[:, opaque], splats.rotations[:, opaque],
                     splats.opacities[:, opaque], splats.sh[:, opaque])
     grid = density_grid(splats, config.resolution, config.smoothing)
-    level = iso_level(grid, splats, config.threshold)
+    if config.surface == "silhouettes":
+        grid = DensityGrid(silhouette_occupancy(splats, grid, config.silhouette_views), grid.origin, grid.voxel)
+        level = SILHOUETTE_LEVEL
+    else:
+        level = iso_level(grid, splats, config.threshold)
     done("density")
-    vertices, faces = iso_surface(grid, level)
+    vertices, faces = iso_surface(grid, level, config.close_voxels, config.min_component_fraction)
     done("marching_cubes")
     vertices, faces = drop_small_components(vertices, faces, config.min_component_fraction)
+    vertices = taubin_smooth(vertices, faces, config.taubin_steps)
+    if config.surface == "silhouettes":   # the hull's silhouettes reach past the Gaussians' centres by their width
+        spread = SILHOUETTE_SPREAD * float(splats.scales[0].amax(dim=-1).median())
+        vertices = vertices - spread * vertex_normals(vertices, faces)
     done("components")
     vertices, faces = simplify(vertices, faces, config.target_faces)
     done("simplify")
@@ -165,20 +193,83 @@ def splat_to_mesh(splats: Splats, config: MeshConfig | None = None,
     return mesh
 
 
+def silhouette_occupancy(splats: Splats, grid: DensityGrid, views: int) -> torch.Tensor:
+    """For every point of ``grid``: the least alpha it projects to in ``views`` renders of the splat from
+    directions spread evenly over the sphere (a Fibonacci lattice, the poles left out because cameras keep a
+    level horizon), all looking at the grid's centre from 3 bounding radii with the splat filling the image.
+    Points outside a render count as transparent there. The 0.5 level of this field is the splat's visual hull:
+    a closed solid without the pores a noisy splat's density has. [X, Y, Z] in 0..1."""
+    shape = grid.values.shape
+    size = max(shape)
+    axes = [grid.origin[a] + grid.voxel * torch.arange(shape[a], dtype=torch.float32) for a in range(3)]
+    points = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, 3)  # [P, 3]
+    centre = 0.5 * (points[0] + points[-1])
+    radius = 0.5 * float((points[-1] - points[0]).norm())
+    index = torch.arange(views, dtype=torch.float64) + 0.5
+    height = 0.95 * (1.0 - 2.0 * index / views)                   # y of each direction, poles left out
+    angle = math.pi * (1.0 + math.sqrt(5.0)) * index             # golden-angle turns
+    ring = torch.sqrt(1.0 - height ** 2)
+    directions = torch.stack([ring * torch.cos(angle), height, ring * torch.sin(angle)], dim=-1).float()
+    distance = 3.0 * radius
+    eyes = centre + distance * directions
+    focal = 0.5 * size / math.tan(math.asin(1.0 / 3.0))          # the bounding sphere fills the image
+    full = torch.full((views,), focal)
+    cameras = Cameras(look_at(eyes, centre.expand(views, 3)), full, full, torch.full((views,), size / 2.0),
+                      torch.full((views,), size / 2.0), size, size)
+    occupancy = torch.ones(points.shape[0])
+    alive = torch.arange(points.shape[0])        # points not yet seen to be outside (alpha ~ 0 in some render)
+    with torch.no_grad():
+        for view in range(views):
+            alpha = render(splats, cameras[view]).alpha[0]             # [H, W]
+            pixels, depth = cameras[view].project(points[alive])        # [1, P', 2], [1, P']
+            where = (pixels[0] / size) * 2.0 - 1.0                       # grid_sample's -1..1 (pixel edges)
+            seen = F.grid_sample(alpha[None, None], where[None, None], mode="bilinear", padding_mode="zeros",
+                                 align_corners=False)[0, 0, 0]
+            seen = torch.minimum(occupancy[alive], torch.where(depth[0] > 0, seen, torch.zeros_like(seen)))
+            occupancy[alive] = seen
+            alive = alive[seen > 1e-3]
+    return occupancy.reshape(shape)
+
+
 def iso_level(grid: DensityGrid, splats: Splats, threshold: float) -> float:
     """``threshold`` times the median density at the Gaussians' centres (trilinear in the grid)."""
     centres = ((splats.positions[0] - grid.origin) / grid.voxel).numpy().T
     return threshold * float(np.median(ndimage.map_coordinates(grid.values.numpy(), centres, order=1)))
 
 
-def iso_surface(grid: DensityGrid, level: float) -> tuple[np.ndarray, np.ndarray]:
-    """Marching cubes of the density at ``level``, closed cavities filled first: vertices [N, 3] float32 in the
-    splat frame and faces [M, 3] int64 wound counter-clockwise seen from outside (low density)."""
-    field = grid.values.numpy()
-    solid = ndimage.binary_fill_holes(field >= level)
+def solid_of(field: np.ndarray, level: float, close_voxels: int = 0, min_fraction: float = 0.0) -> np.ndarray:
+    """The grid points inside the object: density at ``level`` or above, then closed with a ball of
+    ``close_voxels`` (pores and tunnels narrower than about its diameter are filled), closed cavities filled, and
+    pieces with less than ``min_fraction`` of the largest piece's volume dropped. The array keeps its shape."""
+    solid = field >= level
     if not solid.any():
         raise ValueError(f"no grid point reaches the iso level {level:.3g}; lower the threshold")
-    field = np.where(solid & (field < level), np.float32(2.0 * level), field)
+    if close_voxels > 0:
+        radius = np.arange(-close_voxels, close_voxels + 1)
+        ball = (radius[:, None, None] ** 2 + radius[None, :, None] ** 2 + radius[None, None, :] ** 2
+                <= close_voxels ** 2)
+        padded = np.pad(solid, close_voxels + 1)   # closing must not stick to the grid's border
+        cut = slice(close_voxels + 1, -(close_voxels + 1))
+        solid = ndimage.binary_closing(padded, structure=ball)[cut, cut, cut]
+    solid = ndimage.binary_fill_holes(solid)
+    labels, pieces = ndimage.label(solid)
+    if pieces > 1:
+        volumes = np.bincount(labels.reshape(-1))
+        volumes[0] = 0
+        solid = (volumes >= min_fraction * volumes.max())[labels] & solid
+    return solid
+
+
+def iso_surface(grid: DensityGrid, level: float, close_voxels: int = 0,
+                min_fraction: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Marching cubes of the density at ``level`` around :func:`solid_of`'s solid: vertices [N, 3] float32 in
+    the splat frame and faces [M, 3] int64 wound counter-clockwise seen from outside (low density). Points the
+    solid gained are raised to 2 x level and points it lost lowered to half of it, so the surface has the
+    solid's topology and the density's sub-voxel position elsewhere."""
+    field = grid.values.numpy()
+    solid = solid_of(field, level, close_voxels, min_fraction)
+    field = np.where(solid, np.maximum(field, np.float32(2.0 * level) * (field < level)),
+                     np.minimum(field, np.float32(0.5 * level)))
     # "ascent": the density rises towards the inside, which makes scikit-image wind faces counter-clockwise
     # seen from outside.
     vertices, faces, _, _ = measure.marching_cubes(field, level, spacing=(grid.voxel,) * 3,
@@ -198,18 +289,52 @@ def drop_small_components(vertices: np.ndarray, faces: np.ndarray,
     return _without_unused_vertices(vertices, faces[keep])
 
 
-def simplify(vertices: np.ndarray, faces: np.ndarray, target_faces: int | None) -> tuple[np.ndarray, np.ndarray]:
+def taubin_smooth(vertices: np.ndarray, faces: np.ndarray, steps: int, weight: float = 0.5,
+                  inflate: float = -0.53) -> np.ndarray:
+    """Taubin's λ|μ smoothing (1995): each step moves every vertex by λ towards the mean of its neighbours,
+    then by μ < -λ away from it. The pair removes the ridges of marching cubes (high frequencies) while the
+    overall size is kept, where plain Laplacian smoothing shrinks the surface. Topology is untouched."""
+    if steps <= 0:
+        return vertices
+    edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    edges = np.unique(np.sort(edges, axis=1), axis=0)
+    ends = np.concatenate([edges, edges[:, ::-1]])
+    adjacency = coo_matrix((np.ones(len(ends)), (ends[:, 0], ends[:, 1])), shape=(len(vertices),) * 2).tocsr()
+    degree = np.maximum(np.asarray(adjacency.sum(axis=1)), 1.0)
+    points = vertices.astype(np.float64)
+    for _ in range(steps):
+        for factor in (weight, inflate):
+            points = points + factor * (adjacency @ points / degree - points)
+    return points.astype(np.float32)
+
+
+def simplify(vertices: np.ndarray, faces: np.ndarray, target_faces: int | None,
+             attempts: int = 4) -> tuple[np.ndarray, np.ndarray]:
     """Quadric decimation to about ``target_faces`` faces (nothing to do when there are fewer, or for None).
 
     Decimation now and then folds a bit of surface into a "fin": two coincident triangles of opposite winding
     hanging on one edge, which makes that edge non-manifold. Removing both triangles leaves the surface closed.
+    Rarely it pinches two sheets onto one edge instead; then a target 20 % higher is tried (``attempts`` times),
+    and the mesh stays undecimated if every try pinches, so a closed surface is never opened.
     """
     if target_faces is None or len(faces) <= target_faces:
         return vertices, faces
-    vertices, faces = fast_simplification.simplify(vertices, faces, target_count=target_faces)
-    _, copies_of, copies = np.unique(np.sort(faces, axis=1), axis=0, return_inverse=True, return_counts=True)
-    faces = faces[copies[copies_of.reshape(-1)] == 1]
-    return _without_unused_vertices(vertices.astype(np.float32), faces.astype(np.int64))
+    closed = _is_closed(faces)
+    for attempt in range(attempts):
+        fewer_vertices, fewer = fast_simplification.simplify(vertices, faces,
+                                                             target_count=int(target_faces * 1.2 ** attempt))
+        _, copies_of, copies = np.unique(np.sort(fewer, axis=1), axis=0, return_inverse=True, return_counts=True)
+        fewer = fewer[copies[copies_of.reshape(-1)] == 1]
+        if not closed or _is_closed(fewer):
+            return _without_unused_vertices(fewer_vertices.astype(np.float32), fewer.astype(np.int64))
+    return vertices, faces
+
+
+def _is_closed(faces: np.ndarray) -> bool:
+    """Every edge borders exactly two faces."""
+    edges = np.sort(faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2), axis=1)
+    _, counts = np.unique(edges, axis=0, return_counts=True)
+    return bool((counts == 2).all())
 
 
 def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:

@@ -232,3 +232,54 @@ def test_unknown_formats_and_existing_files_are_refused(sphere, tmp_path):
     path = save_mesh(mesh, tmp_path / "once.glb")
     with pytest.raises(FileExistsError):
         save_mesh(mesh, path)
+
+
+@pytest.fixture(scope="module")
+def generated_splats():
+    """The shipped bundle's splats of the five shapes, for two seeds each: [(seed, shape, splat)]."""
+    from unidit.runtime.bundle import SHIPPED_BUNDLE
+    from unidit.runtime.families import ModelFiles, load_model
+    from unidit.runtime.generate import decode_splats, empty_latents, generate
+    from unidit.runtime.sampling.guidance import GuidanceConfig
+    from unidit.runtime.sampling.sampler import SamplerConfig
+
+    model = load_model(ModelFiles(SHIPPED_BUNDLE))
+    defaults = model.defaults
+    shapes = ("sphere", "cube", "cylinder", "cone", "torus")
+    prompts = model.encode_prompts([f"a {colour} {shape}" for colour, shape in
+                                    zip(("red", "blue", "green", "yellow", "purple"), shapes)])
+    negative = model.encode_prompts([defaults.negative_prompt])
+    found = []
+    for seed in (0, 7):
+        latents = empty_latents(model, "3d", defaults.width, defaults.height, batch_size=len(shapes))
+        with torch.no_grad():
+            sampled = generate(model, latents, prompts, negative, GuidanceConfig(defaults.guidance),
+                               SamplerConfig(solver=defaults.solver, steps=defaults.steps), seed)
+        splats = decode_splats(model, sampled)
+        found += [(seed, shape, splats.item(i)) for i, shape in enumerate(shapes)]
+    return found
+
+
+def test_every_generated_shape_meshes_to_one_watertight_component(generated_splats):
+    for seed, shape, splats in generated_splats:
+        mesh = as_trimesh(splat_to_mesh(splats, MeshConfig(resolution=64, target_faces=8000)))
+        assert mesh.is_watertight, (seed, shape)
+        assert len(mesh.split(only_watertight=False)) == 1, (seed, shape)
+        assert mesh.volume > 0, (seed, shape)                                       # wound outwards
+        assert (2 - mesh.euler_number) // 2 <= 6, (seed, shape)                     # no sponge of tunnels
+
+
+def test_taubin_smoothing_flattens_ridges_without_shrinking(sphere):
+    from unidit.runtime.gaussians.mesh import taubin_smooth
+
+    _, mesh = sphere
+    rng = np.random.default_rng(0)
+    rough = mesh.vertices + 0.01 * rng.normal(size=mesh.vertices.shape).astype(np.float32)
+    smooth = taubin_smooth(rough, mesh.faces, 10)
+    radius = lambda v: np.linalg.norm(v - SPHERE_CENTRE, axis=1)  # noqa: E731
+    assert radius(smooth).std() < 0.5 * radius(rough).std()               # ridges gone
+    assert abs(radius(smooth).mean() - radius(rough).mean()) < 0.002      # size kept (< 0.4 % of the radius)
+    shrunk = rough
+    for _ in range(10):    # plain Laplacian smoothing, for contrast, shrinks
+        shrunk = taubin_smooth(shrunk, mesh.faces, 1, inflate=0.0)
+    assert radius(shrunk).mean() < radius(rough).mean() - 0.002
