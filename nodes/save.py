@@ -7,8 +7,8 @@ existing file. Splat and mesh nodes report their files under the ``unidit_3d`` k
 from __future__ import annotations
 
 from ..runtime import comfy_bridge
-from ..runtime.files import save_output
-from ..runtime.gaussians.mesh import MESH_FORMATS, mesh_bytes
+from ..runtime.files import save_output, write_atomic
+from ..runtime.gaussians.mesh import MESH_FORMATS, mesh_bytes, textured_obj
 from ..runtime.gaussians.ply import ply_bytes
 from ..runtime.gaussians.splat_file import splat_file_bytes
 from ..runtime.gaussians.spz import spz_bytes
@@ -106,8 +106,9 @@ class UniDiTSaveSplat:
 
 
 class UniDiTSaveMesh:
-    DESCRIPTION = ("Saves a mesh as GLB (with normals, vertex colours and a material), OBJ, PLY or STL, y-up, with "
-                   "a 3D viewer in the node.")
+    DESCRIPTION = ("Saves a mesh as GLB (with normals, vertex colours and a material; a textured mesh with its "
+                   "base-colour texture), OBJ (a textured mesh as OBJ + MTL + PNG), PLY or STL, y-up, with a 3D "
+                   "viewer in the node.")
     CATEGORY = f"{CATEGORY}/save"
     RETURN_TYPES = ()
     OUTPUT_NODE = True
@@ -118,11 +119,27 @@ class UniDiTSaveMesh:
         return {"required": {
             "mesh": (MESH, {"tooltip": "The mesh to save, from UniDiT Splat to Mesh (or core's MESH)."}),
             "format": (list(MESH_FORMATS), {"default": "glb",
-                                            "tooltip": "glb: one file with normals, colours and a material (Blender, "
-                                                       "three.js, the viewer here); obj, ply: vertex colours; stl: "
-                                                       "shape only (3D printing)."}),
+                                            "tooltip": "glb: one file with normals, colours (or the texture) and "
+                                                       "a material (Blender, three.js, the viewer here); obj: vertex "
+                                                       "colours, or OBJ + MTL + PNG for a textured mesh; ply: vertex "
+                                                       "colours; stl: shape only (3D printing)."}),
             "filename_prefix": _prefix("UniDiT")}}
 
     def save(self, mesh, format, filename_prefix):
-        files = (mesh_bytes(item, format) for item in meshes_from_comfy(mesh))
+        meshes = meshes_from_comfy(mesh)
+        if format == "obj" and meshes[0].texture is not None:
+            return {"ui": {"unidit_3d": [_save_textured_obj(item, filename_prefix) for item in meshes]}}
+        files = (mesh_bytes(item, format) for item in meshes)
         return _save_3d(files, filename_prefix, "mesh", format)
+
+
+def _save_textured_obj(mesh, filename_prefix: str) -> dict:
+    """OBJ + MTL + PNG: the PNG takes the next numbered name, the MTL its stem, the OBJ the next OBJ name."""
+    output = comfy_bridge.output_directory()
+    obj_placeholder, material, png = textured_obj(mesh, "texture.png", "material.mtl")
+    texture_path, _ = save_output(output, filename_prefix, "png", png)
+    material_path = write_atomic(texture_path.with_suffix(".mtl"),
+                                 material.replace(b"texture.png", texture_path.name.encode("utf-8")))
+    obj = obj_placeholder.replace(b"mtllib material.mtl", b"mtllib " + material_path.name.encode("utf-8"), 1)
+    path, subfolder = save_output(output, filename_prefix, "obj", obj)
+    return _file_entry(path, subfolder, kind="mesh", format="obj")

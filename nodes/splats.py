@@ -6,7 +6,7 @@ import torch
 from ..runtime import comfy_bridge, memory_budget
 from ..runtime.gaussians.camera import RIG_PRESETS, camera_rig
 from ..runtime.gaussians.fit import FitConfig, fit_objects
-from ..runtime.gaussians.mesh import SURFACES, MeshConfig, splat_to_mesh
+from ..runtime.gaussians.mesh import SURFACES, MeshConfig, splat_to_mesh, texture_mesh
 from ..runtime.gaussians.render import RenderConfig, render_turntable
 from .types import (CATEGORY, MESH, SPLAT, latent_from_comfy, meshes_to_comfy, range_problem, splat_from_comfy,
                     splat_to_comfy)
@@ -85,22 +85,27 @@ class UniDiTSplatToMesh:
                                                     "hollows that no view sees into are filled). density: "
                                                     "the level of the Gaussians' density (keeps hollows, "
                                                     "porous for noisy splats)."}),
+            "texture_size": ("INT", {"default": 0, "min": 0, "max": 4096, "step": 256,
+                                     "tooltip": "0: vertex colours only. Otherwise a UV atlas and a base-colour "
+                                                "texture of this many pixels square, baked from the splat; UniDiT "
+                                                "Save Mesh then writes a textured GLB, or OBJ + MTL + PNG."}),
         }}
 
     @classmethod
-    def VALIDATE_INPUTS(cls, resolution=128):
-        return range_problem(cls, resolution=resolution) or memory_budget.problem(
+    def VALIDATE_INPUTS(cls, resolution=128, texture_size=0):
+        return range_problem(cls, resolution=resolution, texture_size=texture_size) or memory_budget.problem(
             resolution ** 3 * memory_budget.GRID_BYTES_PER_CELL, f"A {resolution}^3 density grid", "the resolution") \
-            or True
+            or memory_budget.frames_problem(1, 1, texture_size, texture_size, "The texture", "texture_size") or True
 
-    def convert(self, splat, resolution, threshold, target_faces, surface="silhouettes"):
+    def convert(self, splat, resolution, threshold, target_faces, surface="silhouettes", texture_size=0):
         splats = splat_from_comfy(splat)
         config = MeshConfig(resolution=resolution, threshold=threshold, target_faces=target_faces or None,
                             surface=surface)
         meshes = []
         for item in range(splats.batch_size):
             comfy_bridge.check_interrupt()
-            meshes.append(splat_to_mesh(splats.item(item), config))
+            mesh = splat_to_mesh(splats.item(item), config)
+            meshes.append(texture_mesh(mesh, splats.item(item), texture_size) if texture_size else mesh)
         return (meshes_to_comfy(meshes),)
 
 

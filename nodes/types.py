@@ -14,7 +14,8 @@
 A MESH is in glTF's frame (y up, right-handed; ``(x, -y, -z)`` of the splat frame) with *linear* vertex colours,
 as core's SaveGLB writes its fields verbatim into a GLB (POSITION, and COLOR_0 where the core writes colours), so
 what it saves stands upright. The runtime's :class:`Mesh` stays in the splat frame with sRGB colours; the two
-conversions below map between them, so our Save Mesh writes the same file either way.
+conversions below map between them, so our Save Mesh writes the same file either way. Textured meshes also
+carry ``uvs`` and ``textures`` (sRGB), which core nodes ignore.
 """
 from __future__ import annotations
 
@@ -125,6 +126,8 @@ class MeshBatch:
     vertex_colors: Optional[torch.Tensor] = None
     vertex_counts: Optional[torch.Tensor] = None
     face_counts: Optional[torch.Tensor] = None
+    uvs: Optional[torch.Tensor] = None        # textured meshes: [B, N, 2], glTF's convention (0, 0 top left)
+    textures: Optional[torch.Tensor] = None   # [B, T, T, 3] sRGB base colour (as a PNG holds it)
 
 
 def meshes_to_comfy(meshes: list[Mesh]):
@@ -144,10 +147,17 @@ def meshes_to_comfy(meshes: list[Mesh]):
     counts = {} if same_size else {"vertex_counts": vertex_counts, "face_counts": face_counts}
     core = comfy_bridge.core_type("MESH")
     if core is not None and "vertex_colors" in inspect.signature(core).parameters:
-        return core(vertices, faces, vertex_colors=colors, **counts)
-    # Older cores' MESH holds only vertices and faces; ours has the same fields plus colours, and core nodes such
-    # as SaveGLB read it just the same.
-    return MeshBatch(vertices, faces, colors, counts.get("vertex_counts"), counts.get("face_counts"))
+        value = core(vertices, faces, vertex_colors=colors, **counts)
+    else:
+        # Older cores' MESH holds only vertices and faces; ours has the same fields plus colours, and core nodes
+        # such as SaveGLB read it just the same.
+        value = MeshBatch(vertices, faces, colors, counts.get("vertex_counts"), counts.get("face_counts"))
+    if all(mesh.texture is not None for mesh in meshes):    # carried along for our Save Mesh; core ignores them
+        value.uvs = torch.zeros(len(meshes), int(vertex_counts.max()), 2)
+        for i, mesh in enumerate(meshes):
+            value.uvs[i, :len(mesh.vertices)] = torch.as_tensor(mesh.uvs)
+        value.textures = torch.stack([torch.as_tensor(mesh.texture) for mesh in meshes])
+    return value
 
 
 def meshes_from_comfy(value) -> list[Mesh]:
@@ -157,6 +167,7 @@ def meshes_from_comfy(value) -> list[Mesh]:
     vertex_counts = getattr(value, "vertex_counts", None)
     face_counts = getattr(value, "face_counts", None)
     colors = getattr(value, "vertex_colors", None)
+    uvs, textures = getattr(value, "uvs", None), getattr(value, "textures", None)
     for i in range(value.vertices.shape[0]):
         n = int(vertex_counts[i]) if vertex_counts is not None else value.vertices.shape[1]
         m = int(face_counts[i]) if face_counts is not None else value.faces.shape[1]
@@ -164,5 +175,7 @@ def meshes_from_comfy(value) -> list[Mesh]:
         faces = value.faces[i, :m].long().cpu().numpy()
         rgb = (linear_to_srgb(colors[i, :n, :3].float().cpu().numpy()) if colors is not None
                else np.full_like(vertices, 0.8))
-        meshes.append(Mesh(vertices, faces, vertex_normals(vertices, faces), rgb))
+        textured = {} if uvs is None or textures is None else {"uvs": uvs[i, :n].float().cpu().numpy(),
+                                                                "texture": textures[i].float().cpu().numpy()}
+        meshes.append(Mesh(vertices, faces, vertex_normals(vertices, faces), rgb, **textured))
     return meshes

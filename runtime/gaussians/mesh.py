@@ -31,6 +31,7 @@ requires (``COLOR_0``), with normals and a double-sided, rough, non-metallic mat
 """
 from __future__ import annotations
 
+import io
 import math
 import os
 from dataclasses import dataclass
@@ -81,12 +82,15 @@ class MeshConfig:
 @dataclass
 class Mesh:
     """A triangle mesh in the splat frame: vertices [N, 3] float32, faces [M, 3] int64 (counter-clockwise seen
-    from outside), normals [N, 3] float32 unit outward, vertex_colors [N, 3] float32 sRGB in 0..1."""
+    from outside), normals [N, 3] float32 unit outward, vertex_colors [N, 3] float32 sRGB in 0..1; a textured
+    mesh (:func:`texture_mesh`) also has uvs and a base-colour texture."""
 
     vertices: np.ndarray
     faces: np.ndarray
     normals: np.ndarray
     vertex_colors: np.ndarray
+    uvs: np.ndarray | None = None        # [N, 2] texture coordinates, glTF's convention: (0, 0) the image's top left
+    texture: np.ndarray | None = None    # [T, T, 3] float32 sRGB base colour, row 0 at the top
 
 
 @dataclass
@@ -369,6 +373,58 @@ def vertex_colors(splats: Splats, points: np.ndarray, neighbours: int = 8) -> np
     return ((weights[..., None] * colors).sum(1) / weights.sum(1, keepdims=True)).astype(np.float32)
 
 
+def texture_mesh(mesh: Mesh, splats: Splats, size: int = 1024, neighbours: int = 8) -> Mesh:
+    """``mesh`` with a UV atlas (xatlas: charts cut along seams, packed into a ``size``² square with 2 texels of
+    padding) and a base-colour texture baked from ``splats``: every texel inside a chart is mapped back to its
+    point on the surface (barycentric coordinates of its triangle in UV space), which takes the colour of the
+    splat there (:func:`vertex_colors`, at texel density rather than vertex density). Texels outside the charts
+    take the nearest chart texel's colour, so filtering at the seams never mixes in a background.
+
+    Vertices on a seam are duplicated (one per chart); positions, normals and vertex colours follow them."""
+    import xatlas  # imported here: only texturing needs it
+    from PIL import Image, ImageDraw
+
+    atlas = xatlas.Atlas()
+    atlas.add_mesh(mesh.vertices.astype(np.float32), mesh.faces.astype(np.uint32))
+    packing = xatlas.PackOptions()
+    packing.resolution, packing.padding = size, 2
+    atlas.generate(pack_options=packing)
+    source, faces, uvs = atlas[0]                     # [N'] original vertex of each, [M, 3], [N', 2] in 0..1
+    source, faces = source.astype(np.int64), faces.astype(np.int64)
+
+    # Which triangle covers each texel: the triangles drawn in UV space, each filled with its index + 1.
+    corners = uvs[faces] * size                       # [M, 3, 2] texel coordinates (x right, y down)
+    owner_image = Image.new("I", (size, size), 0)
+    draw = ImageDraw.Draw(owner_image)
+    for index, triangle in enumerate(corners):
+        draw.polygon([tuple(point) for point in triangle], fill=index + 1)
+    owner = np.asarray(owner_image, dtype=np.int64) - 1  # [T, T], -1 outside the charts
+    rows, columns = np.nonzero(owner >= 0)
+    face = owner[rows, columns]
+    centre = np.stack([columns + 0.5, rows + 0.5], axis=-1)   # [P, 2]
+
+    # Barycentric coordinates of each texel centre in its triangle (clipped: edge texels lie just outside).
+    a, b, c = corners[face, 0], corners[face, 1], corners[face, 2]
+    e1, e2, d = b - a, c - a, centre - a
+    determinant = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
+    determinant = np.where(np.abs(determinant) < 1e-12, 1e-12, determinant)
+    beta = (d[:, 0] * e2[:, 1] - d[:, 1] * e2[:, 0]) / determinant
+    gamma = (e1[:, 0] * d[:, 1] - e1[:, 1] * d[:, 0]) / determinant
+    weights = np.clip(np.stack([1.0 - beta - gamma, beta, gamma], axis=-1), 0.0, 1.0)
+    weights /= weights.sum(axis=-1, keepdims=True)
+    positions = mesh.vertices[source].astype(np.float64)
+    points = np.einsum("pk,pkc->pc", weights, positions[faces[face]])   # [P, 3] on the surface
+
+    texture = np.zeros((size, size, 3), np.float32)
+    texture[rows, columns] = vertex_colors(splats, points, neighbours)
+    outside = owner < 0
+    if outside.any():   # gutters: the nearest chart texel's colour
+        _, (near_rows, near_columns) = ndimage.distance_transform_edt(outside, return_indices=True)
+        texture[outside] = texture[near_rows[outside], near_columns[outside]]
+    return Mesh(mesh.vertices[source], faces, mesh.normals[source], mesh.vertex_colors[source],
+                uvs.astype(np.float32), texture)
+
+
 def srgb_to_linear(colors: np.ndarray) -> np.ndarray:
     """The sRGB transfer function undone (IEC 61966-2-1), for colours in 0..1."""
     colors = np.clip(colors, 0.0, 1.0)
@@ -396,6 +452,17 @@ def mesh_bytes(mesh: Mesh, file_format: str) -> bytes:
     exported = trimesh.Trimesh(vertices=mesh.vertices * GLTF_FROM_SPLAT, faces=mesh.faces,
                                vertex_normals=mesh.normals * GLTF_FROM_SPLAT,
                                vertex_colors=np.concatenate([colors, alpha], axis=1), process=False)
+    if file_format == "glb" and mesh.texture is not None:
+        from PIL import Image
+        from trimesh.visual import TextureVisuals
+
+        material = PBRMaterial(name="unidit_base_color", baseColorTexture=Image.fromarray(_to_uint8(mesh.texture)),
+                               baseColorFactor=[255, 255, 255, 255], metallicFactor=0.0, roughnessFactor=1.0,
+                               doubleSided=True)
+        # trimesh keeps OBJ's texture convention (v up from the bottom) and flips v when writing glTF
+        uv = np.stack([mesh.uvs[:, 0], 1.0 - mesh.uvs[:, 1]], axis=-1)
+        exported.visual = TextureVisuals(uv=uv, material=material)
+        return exported.export(file_type="glb", include_normals=True)
     if file_format == "glb":
         exported.visual.material = PBRMaterial(name="unidit_vertex_color", baseColorFactor=[255, 255, 255, 255],
                                                metallicFactor=0.0, roughnessFactor=1.0, doubleSided=True)
@@ -405,6 +472,29 @@ def mesh_bytes(mesh: Mesh, file_format: str) -> bytes:
     if file_format == "obj":
         return exported.export(file_type="obj", include_normals=True, include_color=True).encode("utf-8")
     return exported.export(file_type="ply", encoding="binary", vertex_normal=True)
+
+
+def textured_obj(mesh: Mesh, texture_name: str, material_library: str) -> tuple[bytes, bytes, bytes]:
+    """A textured mesh as OBJ, MTL and PNG bytes, in glTF's y-up frame like :func:`mesh_bytes`. The OBJ names
+    ``material_library`` (the MTL's file name) and the MTL ``texture_name`` (the PNG's), both relative to the
+    OBJ's folder. OBJ counts v up from the image's bottom, so v is written as 1 - v."""
+    from PIL import Image
+
+    if mesh.texture is None:
+        raise ValueError("this mesh has no texture: give UniDiT Splat to Mesh a texture_size, or save glb/obj "
+                         "with vertex colours")
+    vertices = mesh.vertices * GLTF_FROM_SPLAT
+    normals = mesh.normals * GLTF_FROM_SPLAT
+    lines = [f"mtllib {material_library}", "usemtl unidit_base_color"]
+    lines += [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in vertices]
+    lines += [f"vt {u:.6f} {1.0 - v:.6f}" for u, v in mesh.uvs]
+    lines += [f"vn {x:.6f} {y:.6f} {z:.6f}" for x, y, z in normals]
+    lines += ["f " + " ".join(f"{i}/{i}/{i}" for i in face + 1) for face in mesh.faces]
+    material = "\n".join(["newmtl unidit_base_color", "Ka 1 1 1", "Kd 1 1 1", "Ks 0 0 0", "d 1", "illum 1",
+                          f"map_Kd {texture_name}", ""])
+    png = io.BytesIO()
+    Image.fromarray(_to_uint8(mesh.texture)).save(png, format="PNG")
+    return ("\n".join(lines) + "\n").encode("utf-8"), material.encode("utf-8"), png.getvalue()
 
 
 def save_mesh(mesh: Mesh, path: str | os.PathLike, file_format: str | None = None) -> Path:

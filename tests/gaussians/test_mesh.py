@@ -283,3 +283,53 @@ def test_taubin_smoothing_flattens_ridges_without_shrinking(sphere):
     for _ in range(10):    # plain Laplacian smoothing, for contrast, shrinks
         shrunk = taubin_smooth(shrunk, mesh.faces, 1, inflate=0.0)
     assert radius(shrunk).mean() < radius(rough).mean() - 0.002
+
+
+def texel_colours_at_vertices(glb: trimesh.Trimesh) -> np.ndarray:
+    """The texture's colour under each vertex's UV (trimesh keeps v up from the image's bottom)."""
+    image = np.asarray(glb.visual.material.baseColorTexture.convert("RGB"))
+    height, width = image.shape[:2]
+    uv = glb.visual.uv
+    rows = ((1.0 - uv[:, 1]) * height).astype(int).clip(0, height - 1)
+    return image[rows, (uv[:, 0] * width).astype(int).clip(0, width - 1)]
+
+
+def test_textured_glb_has_a_baked_base_colour_texture_and_passes_the_validator(two_colour_sphere, tmp_path):
+    from unidit.runtime.gaussians.mesh import texture_mesh
+
+    splats, mesh = two_colour_sphere
+    textured = texture_mesh(mesh, splats, 256)
+    assert textured.texture.shape == (256, 256, 3) and textured.uvs.shape == (len(textured.vertices), 2)
+    assert len(textured.faces) == len(mesh.faces) and len(textured.vertices) >= len(mesh.vertices)  # seams split
+    path = save_mesh(textured, tmp_path / "textured.glb")
+    gltf = pygltflib.GLTF2().load(str(path))
+    material = gltf.materials[gltf.meshes[0].primitives[0].material]
+    assert material.pbrMetallicRoughness.baseColorTexture is not None and len(gltf.images) == 1
+    assert gltf.meshes[0].primitives[0].attributes.TEXCOORD_0 is not None
+    loaded = trimesh.load(path, file_type="glb", process=False).to_geometry()
+    colours = texel_colours_at_vertices(loaded)
+    blue_side, away = loaded.vertices[:, 0] > 0.1, np.abs(loaded.vertices[:, 0]) > 0.1   # glTF keeps x
+    assert np.abs(colours[blue_side].mean(0) - [25, 51, 230]).max() < 8
+    assert np.abs(colours[away & ~blue_side].mean(0) - [230, 25, 25]).max() < 8
+    node = shutil.which("node")
+    assert node is not None and (JS_TOOLS / "node_modules" / "gltf-validator").is_dir(), \
+        "the glTF validator needs Node.js and tests/js/node_modules: run `npm ci` in tests/js"
+    result = subprocess.run([node, str(JS_TOOLS / "validate_gltf.mjs"), str(path)], capture_output=True,
+                            text=True, timeout=120, cwd=JS_TOOLS)
+    report = json.loads(result.stdout)[0]
+    assert report["numErrors"] == 0, report["errors"]
+
+
+def test_textured_obj_names_its_mtl_and_png_and_reads_back(two_colour_sphere, tmp_path):
+    from unidit.runtime.gaussians.mesh import texture_mesh, textured_obj
+
+    splats, mesh = two_colour_sphere
+    obj, material, png = textured_obj(texture_mesh(mesh, splats, 128), "skin.png", "skin.mtl")
+    assert obj.startswith(b"mtllib skin.mtl") and b"map_Kd skin.png" in material
+    for name, data in (("mesh.obj", obj), ("skin.mtl", material), ("skin.png", png)):
+        (tmp_path / name).write_bytes(data)
+    loaded = trimesh.load(tmp_path / "mesh.obj", process=False)
+    assert loaded.visual.material.image.size == (128, 128)
+    colours = np.asarray(loaded.visual.to_color().vertex_colors)[:, :3]
+    assert np.abs(colours[loaded.vertices[:, 0] > 0.1].mean(0) - [25, 51, 230]).max() < 8
+    assert loaded.vertices[:, 1].max() == pytest.approx(-mesh.vertices[:, 1].min(), abs=1e-5)   # y up

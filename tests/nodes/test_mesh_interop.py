@@ -105,3 +105,25 @@ def test_a_core_mesh_class_with_colours_gets_them(monkeypatch):
     assert isinstance(value, CoreMesh)
     assert np.allclose(linear_to_srgb(value.vertex_colors[0].numpy())[np.argmax(value.vertices[0, :, 1].numpy())], RED,
                        atol=1e-5)
+
+
+def test_splat_to_mesh_with_a_texture_saves_a_textured_glb_and_obj_mtl_png(tmp_path):
+    from unidit.nodes.save import UniDiTSaveMesh
+    from unidit.nodes.splats import UniDiTSplatToMesh
+    from unidit.runtime.gaussians.shapes import sphere_splats
+
+    (mesh,) = UniDiTSplatToMesh().convert(sphere_splats(1500, radius=0.4), 48, 0.5, 3000, "silhouettes", 128)
+    assert mesh.textures.shape == (1, 128, 128, 3)
+    token = comfy_bridge.use_host(comfy_bridge.HostServices(output_directory=tmp_path))
+    try:
+        saved_obj = UniDiTSaveMesh().save(mesh, "obj", "textured")["ui"]["unidit_3d"][0]
+        saved_glb = UniDiTSaveMesh().save(mesh, "glb", "textured")["ui"]["unidit_3d"][0]
+    finally:
+        comfy_bridge.release_host(token)
+    obj = tmp_path / saved_obj["subfolder"] / saved_obj["filename"]
+    library = obj.read_text().splitlines()[0].split(" ", 1)[1]
+    texture = (obj.parent / library).read_text().split("map_Kd ")[1].strip()
+    assert (obj.parent / texture).is_file() and texture.endswith(".png")
+    assert trimesh.load(obj, process=False).visual.material.image.size == (128, 128)
+    glb = trimesh.load(tmp_path / saved_glb["subfolder"] / saved_glb["filename"], file_type="glb")
+    assert glb.to_geometry().visual.material.baseColorTexture is not None
