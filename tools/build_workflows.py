@@ -1,7 +1,7 @@
 """Writes the example workflows: workflows/<title>.json (the editor's UI format, nodes laid out at the sizes the
 editor draws them, groups that do not overlap, a note) and workflows/api/<title>.json (the API-format twin), from
-the short descriptions below, plus the example input image that the image-conditioned workflows load
-(workflows/input/unidit_example.png).
+the short descriptions below, plus the example input images that the image-conditioned workflows load
+(workflows/input/: unidit_example.png, and the four unidit_turntable_*.png frames).
 
 The file name is the template's title: ComfyUI lists a pack's example workflows by file name, and the editor
 (comfyui-frontend-package 1.58.1) titles a custom node pack's template cards with that name.
@@ -58,6 +58,7 @@ class Node:
 TITLES = {"text_to_image": "Text to image", "text_to_video": "Text to video", "text_to_3d": "Text to 3D",
           "image_to_video": "Image to video", "image_to_3d": "Image to 3D",
           "one_prompt_three_modalities": "One prompt, three modalities",
+          "text_to_3d_refined": "Text to 3D refined", "turntable_to_mesh": "Turntable frames to mesh",
           "wan_text_to_video": "Wan 2.1 text to video", "wan_text_to_image": "Wan 2.1 text to image",
           "wan_image_to_video": "Wan 2.2 image to video"}
 
@@ -168,6 +169,44 @@ def examples() -> list:
                      Node(17, "UniDiTSaveMesh", 4, 33, {"filename_prefix": "UniDiT/all_mesh"}, {"mesh": (16, 0)}),
                  ], {"Model": [1], "Prompt": [2, 3], "Image": [4, 5, 6, 7], "Video": [8, 9, 10, 11],
                      "3D": [12, 13, 14, 15, 16, 17]}),
+        Workflow("text_to_3d_refined", "Text -> 3D refined: the four generated views are decoded, and a splat is "
+                 "fitted to them (UniDiT Fit Splats, from the decoded splat, the latent's own cameras, rendering at "
+                 "2x) so it holds up at larger sizes; the mesh is one closed piece with a UV atlas and a baked "
+                 "texture (GLB with baseColorTexture; also OBJ + MTL + PNG with format obj).", [
+                     loader,
+                     Node(2, "UniDiTTextEncode", 0, 5, {"text": "a yellow cone"}, {"model": (1, 0)}),
+                     Node(3, "UniDiTEmpty3DLatent", 1, 0, {}, {"model": (1, 0)}),
+                     Node(4, "UniDiTSampler", 2, 0, {"seed": 3}, {"model": (1, 0), "positive": (2, 0),
+                                                                   "latent": (3, 0)}),
+                     Node(5, "UniDiTDecodeSplat", 3, 0, {}, {"model": (1, 0), "latent": (4, 0)}),
+                     Node(6, "UniDiTDecode", 3, 5, {}, {"model": (1, 0), "latent": (4, 0)}),
+                     Node(7, "UniDiTFitSplats", 4, 0, {"iterations": 300, "supersample": 2},
+                          {"images": (6, 0), "splat": (5, 0), "cameras_from": (4, 0)}),
+                     Node(8, "UniDiTSaveSplat", 5, 0, {"filename_prefix": "UniDiT/refined_splat"}, {"splat": (7, 0)}),
+                     Node(9, "UniDiTSplatToMesh", 4, 12, {"resolution": 96, "target_faces": 20000,
+                                                          "texture_size": 512}, {"splat": (7, 0)}),
+                     Node(10, "UniDiTSaveMesh", 5, 9, {"filename_prefix": "UniDiT/refined_mesh"}, {"mesh": (9, 0)}),
+                 ], {"Model": [1], "Prompt": [2], "3D": [3, 4, 5, 6, 7, 8, 9, 10]}),
+        Workflow("turntable_to_mesh", "Turntable frames -> mesh: frames of an object going round (here four toy-world "
+                 "views a quarter turn apart, batched with Batch Images) are fitted with a splat by UniDiT Fit "
+                 "Splats and turned into a textured mesh. Connect any frames instead: a video model's turntable, "
+                 "or your photos; set arc (negative if it turns the other way), distance and field of view to "
+                 "match.", [
+                     Node(1, "LoadImage", 0, 0, {"image": "unidit_turntable_0.png"}),
+                     Node(2, "LoadImage", 0, 9, {"image": "unidit_turntable_1.png"}),
+                     Node(3, "LoadImage", 0, 18, {"image": "unidit_turntable_2.png"}),
+                     Node(4, "LoadImage", 0, 27, {"image": "unidit_turntable_3.png"}),
+                     Node(5, "ImageBatch", 1, 0, {}, {"image1": (1, 0), "image2": (2, 0)}),
+                     Node(6, "ImageBatch", 1, 5, {}, {"image1": (5, 0), "image2": (3, 0)}),
+                     Node(7, "ImageBatch", 1, 10, {}, {"image1": (6, 0), "image2": (4, 0)}),
+                     Node(8, "UniDiTFitSplats", 2, 0, {"iterations": 300}, {"images": (7, 0)}),
+                     Node(9, "UniDiTSaveSplat", 3, 0, {"filename_prefix": "UniDiT/turntable_splat"},
+                          {"splat": (8, 0)}),
+                     Node(10, "UniDiTSplatToMesh", 2, 12, {"resolution": 96, "target_faces": 20000,
+                                                           "texture_size": 512}, {"splat": (8, 0)}),
+                     Node(11, "UniDiTSaveMesh", 3, 9, {"filename_prefix": "UniDiT/turntable_mesh"},
+                          {"mesh": (10, 0)}),
+                 ], {"Image": [1, 2, 3, 4, 5, 6, 7], "3D": [8, 9, 10, 11]}),
         *wan_examples(),
     ]
 
@@ -388,6 +427,16 @@ def example_input_png() -> bytes:
     return encode_png(image)
 
 
+def turntable_frames_png() -> list:
+    """A purple cylinder seen by the toy world's four rig cameras (front, then 90 degrees round each): what
+    "Turntable frames to mesh" loads."""
+    from unidit.runtime.media.image import encode_png
+    from unidit.runtime.train.toyworld import Scene, ToyWorldConfig, render_views
+
+    views = render_views([Scene("cylinder", "purple", "medium", "grey", yaw=0.3)], ToyWorldConfig()).rgb[0]
+    return [encode_png(view) for view in views]
+
+
 def rendered_files() -> dict:
     """{path relative to the repository: bytes} of everything this script writes."""
     from unidit.runtime.host.run import standalone_nodes
@@ -399,6 +448,8 @@ def rendered_files() -> dict:
         files[f"workflows/{TITLES[workflow.name]}.json"] = (json.dumps(ui, indent=2) + "\n").encode()
         files[f"workflows/api/{TITLES[workflow.name]}.json"] = (json.dumps(api, indent=2) + "\n").encode()
     files["workflows/input/unidit_example.png"] = example_input_png()
+    for index, frame in enumerate(turntable_frames_png()):
+        files[f"workflows/input/unidit_turntable_{index}.png"] = frame
     return files
 
 

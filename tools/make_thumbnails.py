@@ -2,7 +2,7 @@
 pack's template cards (it asks `unidit serve` and ComfyUI for ``/api/workflow_templates/unidit/<name>.jpg``).
 
 Each thumbnail is what its workflow makes with the shipped bundle: the first frame of every image or video it
-decodes, and a front view of every splat, in a square grid. The workflow's API twin (``workflows/api/<name>.json``)
+decodes, and a front view of every splat it decodes or fits, in a square grid. The workflow's API twin (``workflows/api/<name>.json``)
 runs up to those decoders only, with a core Preview Image node added after each (and a Render Splat node
 before the previews of splats). Workflows for models the pack does not ship (Wan) get a card instead: what the
 workflow makes and the files it needs.
@@ -33,12 +33,13 @@ FRONT_VIEW = {"frames": 1, "width": SIZE, "height": SIZE, "elevation": 20.0, "di
 
 
 def with_previews(prompt: dict) -> tuple[dict, list]:
-    """``prompt`` with a Preview Image after every decoder (a Render Splat first for splats), and their ids."""
+    """``prompt`` with a Preview Image after every decoder and splat fit (a Render Splat first for splats), and
+    their ids."""
     prompt = dict(prompt)
     previews = []
     for node_id, node in sorted(prompt.items(), key=lambda item: (len(item[0]), item[0])):
         source = [node_id, 0]
-        if node["class_type"] == "UniDiTDecodeSplat":
+        if node["class_type"] in ("UniDiTDecodeSplat", "UniDiTFitSplats"):
             prompt[f"render_{node_id}"] = {"class_type": "UniDiTRenderSplat", "inputs": {"splat": source, **FRONT_VIEW}}
             source = [f"render_{node_id}", 0]
         elif node["class_type"] != "UniDiTDecode":

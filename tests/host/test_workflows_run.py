@@ -20,7 +20,8 @@ from unidit_testing import glb_vertex_colours_present
 
 ROOT = Path(__file__).resolve().parents[2]
 CASES = [(name, fmt) for name in ("Text to image", "Text to video", "Text to 3D", "Image to video", "Image to 3D",
-                                  "One prompt, three modalities") for fmt in ("ui", "api")]
+                                  "One prompt, three modalities", "Text to 3D refined", "Turntable frames to mesh")
+         for fmt in ("ui", "api")]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -62,6 +63,17 @@ def check_mesh(path: Path):
     assert len(mesh.faces) > 100 and glb_vertex_colours_present(path)
 
 
+def check_textured_mesh(path: Path, colour: str):
+    """One closed piece, standing up (taller than its footprint is off-centre), with a baked texture whose
+    object colour is the asked one."""
+    mesh = trimesh.load(io.BytesIO(path.read_bytes()), file_type="glb", force="mesh")
+    assert mesh.is_watertight and len(mesh.split(only_watertight=False)) == 1
+    texture = mesh.visual.material.baseColorTexture
+    assert texture is not None
+    pixels = torch.from_numpy(np.array(texture.convert("RGB"))).float() / 255
+    assert dominant_colour(pixels, object_mask(pixels)) == colour
+
+
 @pytest.mark.parametrize("name, fmt", CASES, ids=[f"{n}-{f}" for n, f in CASES])
 def test_workflow_runs_and_its_outputs_mean_what_was_asked(name, fmt, tmp_path):
     path = ROOT / "workflows" / (f"api/{name}.json" if fmt == "api" else f"{name}.json")
@@ -87,6 +99,11 @@ def test_workflow_runs_and_its_outputs_mean_what_was_asked(name, fmt, tmp_path):
         if name == "Text to 3D":
             [turntable] = files_of(result, out, "webp")
             check_video(turntable, 24)
+    elif name in ("Text to 3D refined", "Turntable frames to mesh"):
+        [ply] = files_of(result, out, "ply")
+        [glb] = files_of(result, out, "glb")
+        check_splat(ply)
+        check_textured_mesh(glb, "yellow" if name == "Text to 3D refined" else "purple")
     else:
         assert [len(files_of(result, out, kind)) for kind in ("png", "mp4", "ply", "glb")] == [1, 1, 1, 1]
         check_video(files_of(result, out, "mp4")[0], 9)
