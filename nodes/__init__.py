@@ -7,6 +7,7 @@ from .decode import UniDiTDecode, UniDiTDecodeSplat
 from .latents import (UniDiTContinueClip, UniDiTEmpty3DLatent, UniDiTEmptyImageLatent, UniDiTEmptyVideoLatent,
                       UniDiTEncode, UniDiTImageCondition, UniDiTJoinClips, UniDiTKeyframes)
 from .loader import UniDiTLoader, UniDiTLoRA, UniDiTPartsLoader, UniDiTUnloadModels
+from .refine import UniDiTRefine3D
 from .sampling import UniDiTGuidance, UniDiTSampler
 from .save import UniDiTSaveImage, UniDiTSaveMesh, UniDiTSaveSplat, UniDiTSaveVideo
 from .splats import UniDiTFitSplats, UniDiTRenderSplat, UniDiTSplatToMesh
@@ -29,6 +30,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "UniDiTSampler": "UniDiT Sampler",
     "UniDiTDecode": "UniDiT Decode",
     "UniDiTDecodeSplat": "UniDiT Decode Splat",
+    "UniDiTRefine3D": "UniDiT Refine 3D",
     "UniDiTFitSplats": "UniDiT Fit Splats",
     "UniDiTRenderSplat": "UniDiT Render Splat",
     "UniDiTSplatToMesh": "UniDiT Splat to Mesh",
