@@ -335,7 +335,8 @@ def fit_splats(images: torch.Tensor, cameras: Cameras, initial: Optional[Splats]
         alive = torch.sigmoid(p["opacity_logits"][:, 0]) >= config.prune_opacity
         optimizer.keep(alive)
         footprints = pixel_footprints(optimizer.parameters["positions"], cameras)
-        result = _filtered_splats(optimizer.parameters, footprints, config.filter_pixels)
+        fitted = {name: value.detach() for name, value in optimizer.parameters.items()}
+        result = _filtered_splats(fitted, footprints, config.filter_pixels)
     return FitResult(result.to(device="cpu"), losses, counts)
 
 

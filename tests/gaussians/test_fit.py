@@ -41,6 +41,7 @@ def test_densification_grows_the_splat_and_the_result_is_valid(fitted_sphere):
     _, _, result = fitted_sphere
     assert result.counts and result.counts[0] > 0
     result.splats.validate()
+    assert not any(getattr(result.splats, name).requires_grad for name in ("positions", "scales", "sh"))
     assert bool((result.splats.opacities >= FitConfig().prune_opacity).all())
 
 

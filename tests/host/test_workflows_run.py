@@ -67,8 +67,9 @@ def check_textured_mesh(path: Path, colour: str):
     """One closed piece, standing up (taller than its footprint is off-centre), with a baked texture whose
     object colour is the asked one."""
     mesh = trimesh.load(io.BytesIO(path.read_bytes()), file_type="glb", force="mesh")
-    assert mesh.is_watertight and len(mesh.split(only_watertight=False)) == 1
     texture = mesh.visual.material.baseColorTexture
+    mesh.merge_vertices(merge_tex=True, merge_norm=True)   # the atlas's seams split vertices; join them by position
+    assert mesh.is_watertight and len(mesh.split(only_watertight=False)) == 1
     assert texture is not None
     pixels = torch.from_numpy(np.array(texture.convert("RGB"))).float() / 255
     assert dominant_colour(pixels, object_mask(pixels)) == colour
