@@ -387,16 +387,25 @@ def _add_eval(subparsers) -> None:
     evaluate.add_argument("--seed", type=int, default=0,
                           help="seed of the noise and the conditioning scenes (default: %(default)s)")
     evaluate.add_argument("--steps", type=int, default=None, help="sampling steps (default: the bundle's)")
+    evaluate.add_argument("--lora", type=Path, default=None, metavar="FILE",
+                          help="score only what this LoRA (from unidit train --lora-rank --subject) does to its "
+                               "subject's prompt: colour and shape without it, at strength 1 and at strength 0")
     evaluate.set_defaults(handler=_run_eval)
 
 
 def _run_eval(args) -> int:
     from ..bundle import SHIPPED_BUNDLE
     from ..families import ModelFiles, load_model
-    from ..train.evaluate import EvalConfig, evaluate
+    from ..train.evaluate import EvalConfig, evaluate, evaluate_lora
 
     model = load_model(ModelFiles(args.bundle or SHIPPED_BUNDLE))
-    scores = evaluate(model, EvalConfig(seed=args.seed, steps=args.steps), progress=not args.json)
+    config = EvalConfig(seed=args.seed, steps=args.steps)
+    try:
+        scores = evaluate_lora(model, args.lora, config) if args.lora else evaluate(model, config,
+                                                                                    progress=not args.json)
+    except (OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps(scores, indent=2))
     else:

@@ -26,7 +26,8 @@ def test_there_is_a_workflow_for_every_pipeline_with_an_api_twin():
     names = {path.stem for path in WORKFLOWS}
     assert names == {"Text to image", "Text to video", "Text to 3D", "Image to video", "Image to 3D",
                      "One prompt, three modalities", "Wan 2.1 text to video", "Wan 2.1 text to image",
-                     "Wan 2.2 image to video"}
+                     "Wan 2.2 image to video", "Image to image",
+                     "Video extension", "First and last frame to video", "LoRA"}
     assert {path.stem for path in (ROOT / "workflows" / "api").glob("*.json")} == names
 
 
