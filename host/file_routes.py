@@ -32,8 +32,8 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from PIL import Image
 
-from .. import memory_budget
-from ..files import replace_atomic, store_unique
+from ..runtime import memory_budget
+from ..runtime.files import replace_atomic, store_unique
 from .middleware import ApiError, file_response, json_response
 from .safe_paths import is_plain_file_name, resolve_inside
 

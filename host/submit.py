@@ -23,7 +23,7 @@ from typing import Optional
 
 import aiohttp
 
-from ..files import store_unique
+from ..runtime.files import store_unique
 from .safe_paths import is_plain_file_name, resolve_inside
 from .terminal import ProgressDisplay, rejection_text
 from .workflow import apply_overrides, is_ui_workflow, load_workflow, to_api_prompt
