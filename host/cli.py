@@ -110,6 +110,7 @@ def _add_demo(subparsers) -> None:
 
 def _run_demo(args) -> int:
     from ..runtime.demo import run_demo
+    from ..runtime.output_formats import OUTPUT_KINDS
 
     try:
         outputs = run_demo(args.prompt, args.out, args.bundle, args.seed, device=args.device)
@@ -118,8 +119,8 @@ def _run_demo(args) -> int:
         return 2
     if outputs["note"]:
         print(f"note: {outputs['note']}")
-    for kind in ("image", "video", "splat", "mesh"):
-        print(f"{kind:<6} {outputs[kind]}")
+    for kind in OUTPUT_KINDS:
+        print(f"{kind.name:<6} {outputs[kind.name]}")
     print(f"done in {outputs['seconds']} s")
     return 0
 
@@ -185,6 +186,7 @@ def _run_workflow(args, out: Path, temp: Path, leader: bool) -> int:
     """Run the workflow; the leader (rank 0, or the only process) shows progress and lists the files it wrote,
     the other ranks of a torchrun write to a scratch folder and report only their own errors."""
     from ..runtime import parallel
+    from .output_files import output_files
     from .run import run_workflow
     from .terminal import finish
     from .workflow import WorkflowError
@@ -198,11 +200,9 @@ def _run_workflow(args, out: Path, temp: Path, leader: bool) -> int:
         return 2
     if not leader:
         return finish(result.status, result.error, prefix=f"rank {parallel.context().rank}: ")
-    for node_id, ui in result.outputs.items():
-        for key in ("images", "unidit_3d"):
-            for entry in ui.get(key, []):
-                folder = out if entry.get("type", "output") == "output" else temp
-                print(folder / entry.get("subfolder", "") / entry["filename"])
+    for _, _, entry in output_files(result.outputs):
+        folder = out if entry.get("type", "output") == "output" else temp
+        print(folder / entry.get("subfolder", "") / entry["filename"])
     return finish(result.status, result.error)
 
 
