@@ -28,7 +28,7 @@ from typing import Callable, Iterable, Optional, Union
 import torch
 import torch.nn as nn
 
-from .weights import CheckpointError, open_weights, read_json
+from .weights import CheckpointError, open_weights, read_json, write_safetensors
 
 log = logging.getLogger("unidit")
 
@@ -122,8 +122,6 @@ def _layer_name(layer: str, kohya: dict, rename: Callable[[str], str]) -> Option
 def save_lora(path: Union[str, os.PathLike], layers: dict, metadata: Optional[dict] = None,
               overwrite: bool = False) -> Path:
     """Write ``layers`` {name: (down [r, in], up [out, r], alpha)} in our layout."""
-    from .bench.synthetic import write_safetensors
-
     path = Path(path)
     if path.suffix != ".safetensors":
         raise CheckpointError(f"{path.name}: LoRA files are .safetensors files")

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from unidit.runtime.bench.synthetic import write_safetensors
+from unidit.runtime.weights import write_safetensors
 from unidit.runtime.families import ModelFiles, load_model
 from unidit.runtime.families.wan.dit import diffusers_to_original
 from unidit.runtime.generate import empty_latents, generate
