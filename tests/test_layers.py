@@ -26,8 +26,9 @@ def imported_layers(path: Path, root: Path = ROOT) -> list[tuple[int, str]]:
             targets = [base + module] if module else [base + (alias.name,) for alias in node.names]
         else:
             continue
+        absolute = isinstance(node, ast.Import) or node.level == 0
         for parts in targets:
-            if node.__class__ is ast.Import or node.level == 0:  # absolute: only `unidit.` names the pack
+            if absolute:  # only `unidit.` names the pack
                 parts = parts[1:] if parts[0] == "unidit" else ()
             if parts and parts[0] in LAYERS:
                 found.append((node.lineno, parts[0]))
