@@ -294,8 +294,8 @@ def wan_examples() -> list:
 
 def build(workflow: Workflow, nodes: dict) -> tuple[dict, dict]:
     """(UI workflow, API prompt)."""
-    from unidit.runtime.host.executor import input_spec, node_inputs
-    from unidit.runtime.host.workflow import widget_slots
+    from unidit.host.executor import input_spec, node_inputs
+    from unidit.host.workflow import widget_slots
 
     links, ui_nodes, api = [], [], {}
     outgoing: dict = {}
@@ -441,7 +441,7 @@ def _type_of(workflow: Workflow, node_id: int) -> str:
 
 
 def _display(node: Node) -> str:
-    from unidit.runtime.host.run import standalone_display_names
+    from unidit.host.run import standalone_display_names
 
     return standalone_display_names().get(node.type, node.type)
 
@@ -460,7 +460,7 @@ def example_input_pngs() -> dict:
 
 def rendered_files() -> dict:
     """{path relative to the repository: bytes} of everything this script writes."""
-    from unidit.runtime.host.run import standalone_nodes
+    from unidit.host.run import standalone_nodes
 
     nodes = standalone_nodes()
     files = {}

@@ -16,17 +16,16 @@
 6. **colours** — each vertex takes the density-weighted mean base colour of its nearest Gaussians.
 
 :class:`Mesh` stays in the splat's frame (``camera.py``: x right, y down, z forward) with sRGB vertex colours.
-:func:`save_mesh` writes every format in glTF's y-up frame, as ``(x, -y, -z)`` of the splat frame: the same
-points a splat viewer shows after its own 180° turn about x, so mesh and splat coincide. That map is a rotation
-(two axes flipped), so face winding and outward normals stay valid. GLB stores colours *linear*, as glTF
+Every mesh file (:func:`glb_bytes`, :func:`obj_bytes`, :func:`mesh_ply_bytes`, :func:`stl_bytes`) is in glTF's
+y-up frame, as ``(x, -y, -z)`` of the splat frame: the same points a splat viewer shows after its own 180° turn
+about x, so mesh and splat coincide. That map is a rotation (two axes flipped), so face winding and outward
+normals stay valid. GLB stores colours *linear*, as glTF
 requires (``COLOR_0``), with normals and a double-sided, rough, non-metallic material.
 """
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import fast_simplification
@@ -38,11 +37,9 @@ from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 from skimage import measure
 
-from ..files import write_atomic
 from .rotations import quaternion_to_matrix
 from .splats import Splats
 
-MESH_FORMATS = ("glb", "obj", "ply", "stl")
 GLTF_FROM_SPLAT = np.array([1.0, -1.0, -1.0])  # per-axis signs: splat (OpenCV) frame <-> glTF (y-up) frame
 CUTOFF_SIGMAS = 3.0
 
@@ -250,36 +247,41 @@ def srgb_to_linear(colors: np.ndarray) -> np.ndarray:
     return np.where(colors <= 0.04045, colors / 12.92, ((colors + 0.055) / 1.055) ** 2.4)
 
 
-def mesh_bytes(mesh: Mesh, file_format: str) -> bytes:
-    """The file of ``mesh`` in ``file_format`` (glb, obj, ply or stl), in glTF's y-up frame (module docstring)."""
-    import trimesh  # imported here: it takes most of a second, and only file writing needs it
+def glb_bytes(mesh: Mesh) -> bytes:
+    """A GLB file: normals, *linear* vertex colours (glTF's COLOR_0) and a double-sided, rough, non-metallic
+    material, y-up (module docstring)."""
     from trimesh.visual.material import PBRMaterial
 
-    file_format = file_format.lower().lstrip(".")
-    if file_format not in MESH_FORMATS:
-        raise ValueError(f"unknown mesh format {file_format!r}; choose one of {', '.join(MESH_FORMATS)}")
-    srgb = _to_uint8(mesh.vertex_colors)
-    colors = _to_uint8(srgb_to_linear(mesh.vertex_colors)) if file_format == "glb" else srgb
+    exported = _trimesh(mesh, srgb_to_linear(mesh.vertex_colors))
+    exported.visual.material = PBRMaterial(name="unidit_vertex_color", baseColorFactor=[255, 255, 255, 255],
+                                           metallicFactor=0.0, roughnessFactor=1.0, doubleSided=True)
+    return exported.export(file_type="glb", include_normals=True)
+
+
+def obj_bytes(mesh: Mesh) -> bytes:
+    """A Wavefront OBJ file with normals and sRGB vertex colours, y-up."""
+    return _trimesh(mesh, mesh.vertex_colors).export(file_type="obj", include_normals=True,
+                                                     include_color=True).encode("utf-8")
+
+
+def mesh_ply_bytes(mesh: Mesh) -> bytes:
+    """A binary PLY file with normals and sRGB vertex colours, y-up."""
+    return _trimesh(mesh, mesh.vertex_colors).export(file_type="ply", encoding="binary", vertex_normal=True)
+
+
+def stl_bytes(mesh: Mesh) -> bytes:
+    """A binary STL file: the shape alone, y-up."""
+    return _trimesh(mesh, mesh.vertex_colors).export(file_type="stl")
+
+
+def _trimesh(mesh: Mesh, colors: np.ndarray):
+    """``mesh`` as a trimesh in glTF's y-up frame, with ``colors`` (0..1) as opaque vertex colours."""
+    import trimesh  # imported here: it takes most of a second, and only file writing needs it
+
     alpha = np.full((len(mesh.vertices), 1), 255, np.uint8)
-    exported = trimesh.Trimesh(vertices=mesh.vertices * GLTF_FROM_SPLAT, faces=mesh.faces,
-                               vertex_normals=mesh.normals * GLTF_FROM_SPLAT,
-                               vertex_colors=np.concatenate([colors, alpha], axis=1), process=False)
-    if file_format == "glb":
-        exported.visual.material = PBRMaterial(name="unidit_vertex_color", baseColorFactor=[255, 255, 255, 255],
-                                               metallicFactor=0.0, roughnessFactor=1.0, doubleSided=True)
-        return exported.export(file_type="glb", include_normals=True)
-    if file_format == "stl":
-        return exported.export(file_type="stl")
-    if file_format == "obj":
-        return exported.export(file_type="obj", include_normals=True, include_color=True).encode("utf-8")
-    return exported.export(file_type="ply", encoding="binary", vertex_normal=True)
-
-
-def save_mesh(mesh: Mesh, path: str | os.PathLike, file_format: str | None = None) -> Path:
-    """Write ``mesh`` as a new file (atomically; never over an existing one). The format comes from the suffix
-    unless given."""
-    path = Path(path)
-    return write_atomic(path, mesh_bytes(mesh, file_format or path.suffix))
+    return trimesh.Trimesh(vertices=mesh.vertices * GLTF_FROM_SPLAT, faces=mesh.faces,
+                           vertex_normals=mesh.normals * GLTF_FROM_SPLAT,
+                           vertex_colors=np.concatenate([_to_uint8(colors), alpha], axis=1), process=False)
 
 
 def _to_uint8(colors: np.ndarray) -> np.ndarray:

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from unidit.runtime.host.node_info import node_info
-from unidit.runtime.host.run import standalone_display_names, standalone_nodes
-from unidit.runtime.host.workflow import WorkflowError, apply_overrides, ui_to_api, widget_slots
+from unidit.host.node_info import node_info
+from unidit.host.run import standalone_display_names, standalone_nodes
+from unidit.host.workflow import WorkflowError, apply_overrides, ui_to_api, widget_slots
 from fake_nodes import NODES
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -15,7 +15,7 @@ from unidit.runtime.bundle import SHIPPED_BUNDLE
 from unidit.runtime.media.video import decode_video
 from unidit.runtime.train.toyworld import dominant_colour
 from unidit.runtime.train.evaluate import object_mask, psnr
-from unidit.runtime.host.run import run_workflow
+from unidit.host.run import run_workflow
 from unidit_testing import glb_vertex_colours_present
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -6,7 +6,7 @@ import math
 import pytest
 
 from unidit.runtime.bundle import ModelBundle
-from unidit.runtime.host.cli import main
+from unidit.host.cli import main
 
 STAGES = ("autoencoder", "decoder", "splat_decoder", "backbone")
 
