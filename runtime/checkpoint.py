@@ -58,11 +58,7 @@ def save_bundle(path: Union[str, os.PathLike], components: Mapping[str, Union[nn
     The file appears atomically (written beside it, then renamed); an existing file is kept unless
     ``overwrite``.
     """
-    path = Path(path)
-    if path.suffix != ".safetensors":
-        raise CheckpointError(f"{path.name}: bundles are .safetensors files")
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; choose another name or remove it first")
+    path = writable_path(path, "bundles", overwrite)
     tensors = {}
     for name, component in components.items():
         if name not in COMPONENTS:
@@ -78,7 +74,23 @@ def save_bundle(path: Union[str, os.PathLike], components: Mapping[str, Union[nn
         if key in header:
             raise CheckpointError(f"metadata key {key!r} is reserved")
         header[key] = str(value)
-    data = save_safetensors_bytes(tensors, metadata=header)
+    return write_tensors(path, tensors, header)
+
+
+def writable_path(path: Union[str, os.PathLike], kind: str, overwrite: bool) -> Path:
+    """``path`` as a Path, once it is known to name a .safetensors file that may be written (``kind``: what is
+    written, for the error)."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise CheckpointError(f"{path.name}: {kind} are .safetensors files")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; choose another name or remove it first")
+    return path
+
+
+def write_tensors(path: Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> Path:
+    """Write ``tensors`` as a safetensors file that appears atomically (written beside it, then renamed)."""
+    data = save_safetensors_bytes(dict(tensors), metadata=dict(metadata))
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         temporary.write_bytes(data)

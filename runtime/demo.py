@@ -13,11 +13,9 @@ from . import comfy_bridge
 from .bundle import SHIPPED_BUNDLE
 from .families import ModelFiles, Placement, load_model
 from .files import save_output
-from .gaussians.mesh import MeshConfig, mesh_bytes, splat_to_mesh
-from .gaussians.ply import ply_bytes
+from .gaussians.mesh import MeshConfig, splat_to_mesh
 from .generate import decode_frames, decode_splats, empty_latents, generate
-from .media.image import encode_png
-from .media.video import encode_video
+from .output_formats import IMAGE_FILES, MESH_FILES, SPLAT_FILES, VIDEO_FILES, OutputKind
 from .sampling.guidance import GuidanceConfig
 from .sampling.sampler import SamplerConfig
 from .store import DTYPES, check_device, resolve_dtype
@@ -49,17 +47,16 @@ def run_demo(prompt: str, output_dir: Path, bundle_path: Optional[Path] = None, 
         return generate(model, latents, positive, negative, guidance, sampler, seed,
                         callback=lambda step, total, x, denoised: bar.update(1))
 
+    def save(kind: OutputKind, *data) -> Path:  # the kind's default format: PNG, MP4, PLY, GLB
+        return save_output(output_dir, f"unidit_{kind.name}", kind.default, kind.write(kind.default, *data))[0]
+
     outputs = {}
-    image = decode_frames(model, sample("image"))[0, 0]
-    outputs["image"] = save_output(output_dir, "unidit_image", "png", encode_png(image, {"prompt": prompt}))[0]
-    video = decode_frames(model, sample("video"))[0]
-    outputs["video"] = save_output(output_dir, "unidit_video", "mp4", encode_video(video, d.fps, "mp4"))[0]
-    views = sample("3d")
-    splats = decode_splats(model, views).item(0)
-    outputs["splat"] = save_output(output_dir, "unidit_splat", "ply", ply_bytes(splats))[0]
+    outputs["image"] = save(IMAGE_FILES, decode_frames(model, sample("image"))[0, 0], {"prompt": prompt})
+    outputs["video"] = save(VIDEO_FILES, decode_frames(model, sample("video"))[0], d.fps)
+    splats = decode_splats(model, sample("3d")).item(0)
+    outputs["splat"] = save(SPLAT_FILES, splats)
     bar.set_postfix_str("mesh")
-    mesh = splat_to_mesh(splats, MeshConfig(resolution=96))
-    outputs["mesh"] = save_output(output_dir, "unidit_mesh", "glb", mesh_bytes(mesh, "glb"))[0]
+    outputs["mesh"] = save(MESH_FILES, splat_to_mesh(splats, MeshConfig(resolution=96)))
     bar.close()
     outputs["seconds"] = round(time.perf_counter() - started, 2)
     outputs["note"] = note

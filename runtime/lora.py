@@ -28,6 +28,7 @@ from typing import Callable, Iterable, Optional, Union
 import torch
 import torch.nn as nn
 
+from .checkpoint import writable_path, write_tensors
 from .weights import CheckpointError, open_weights, read_json
 
 log = logging.getLogger("unidit")
@@ -46,6 +47,7 @@ class LoRAWeights:
 
     name: str
     layers: dict = field(default_factory=dict)
+    metadata: dict = field(default_factory=dict)     # the file's safetensors metadata (ours: base, rank, subject)
 
     @property
     def rank(self) -> int:
@@ -92,7 +94,7 @@ def read_lora(path: Union[str, os.PathLike], targets: dict[str, nn.Module],
     if skipped_text:
         log.warning("UniDiT: %s also adapts the text encoder (%d tensors); only the diffusion model's layers are "
                     "applied", path.name, skipped_text)
-    lora = LoRAWeights(path.name)
+    lora = LoRAWeights(path.name, metadata=dict(weights.metadata))
     for name, found in parts.items():
         if "down" not in found or "up" not in found:
             raise CheckpointError(f"{path.name}: layer '{name}' has only a {'down' if 'down' in found else 'up'} "
@@ -122,23 +124,13 @@ def _layer_name(layer: str, kohya: dict, rename: Callable[[str], str]) -> Option
 def save_lora(path: Union[str, os.PathLike], layers: dict, metadata: Optional[dict] = None,
               overwrite: bool = False) -> Path:
     """Write ``layers`` {name: (down [r, in], up [out, r], alpha)} in our layout."""
-    from .bench.synthetic import write_safetensors
-
-    path = Path(path)
-    if path.suffix != ".safetensors":
-        raise CheckpointError(f"{path.name}: LoRA files are .safetensors files")
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; choose another name or remove it first")
+    path = writable_path(path, "LoRA files", overwrite)
     tensors = {}
     for name, (down, up, alpha) in layers.items():
-        tensors[f"{name}.lora_down.weight"] = down.detach().float().cpu()
-        tensors[f"{name}.lora_up.weight"] = up.detach().float().cpu()
+        tensors[f"{name}.lora_down.weight"] = down.detach().float().cpu().contiguous()
+        tensors[f"{name}.lora_up.weight"] = up.detach().float().cpu().contiguous()
         tensors[f"{name}.alpha"] = torch.tensor(float(alpha))
-    temporary = path.with_name(f".{path.name}.tmp")
-    write_safetensors(temporary, [(key, tuple(t.shape), t.dtype) for key, t in tensors.items()],
-                      lambda key, shape: tensors[key], {"format": FORMAT, **(metadata or {})})
-    os.replace(temporary, path)
-    return path
+    return write_tensors(path, tensors, {"format": FORMAT, **{k: str(v) for k, v in (metadata or {}).items()}})
 
 
 class LoRADenoiser(nn.Module):

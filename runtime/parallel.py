@@ -142,7 +142,7 @@ def init_parallel(split: Optional[str] = None) -> Optional[ParallelContext]:
     missing = [name for name in ("RANK", "MASTER_ADDR", "MASTER_PORT") if name not in os.environ]
     if missing:
         raise ParallelError(f"WORLD_SIZE is {world_size} but {', '.join(missing)} is not set: launch with torchrun "
-                            f"(torchrun --nproc-per-node {world_size} -m unidit.runtime.host.cli ...)")
+                            f"(torchrun --nproc-per-node {world_size} -m unidit.host.cli ...)")
     rank = int(os.environ["RANK"])
     local_rank = int(os.environ.get("LOCAL_RANK", rank))
     if torch.cuda.is_available():

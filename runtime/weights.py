@@ -9,6 +9,7 @@
 - :func:`fill_module` puts such tensors into a module built on the meta device, strictly: every parameter must
   be there with its shape, nothing unknown may be left over. ComfyUI's scaled-fp8 files carry a per-weight
   ``<layer>.scale_weight``; it is attached to its layer (see ``model/ops.py``), which dequantises on use.
+- :func:`write_safetensors` writes a file one tensor at a time (the benchmarks' and tests' synthetic checkpoints).
 
 Only safetensors is read: a pickle (``.pt``, ``.ckpt``, ``.bin``) can run code while it loads, so it is refused
 with a message saying so. A truncated file fails with a message naming the file and the first tensor it cuts.
@@ -19,7 +20,7 @@ import json
 import os
 import struct
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Optional, Union
+from typing import Callable, Iterable, Iterator, Mapping, Optional, Union
 
 import torch
 import torch.nn as nn
@@ -36,6 +37,7 @@ DTYPES = {
     "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
     "BOOL": torch.bool,
 }
+_DTYPE_NAMES = {dtype: name for name, dtype in DTYPES.items()}
 PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl")
 SCALE_SUFFIXES = (".scale_weight", ".scale_input")   # ComfyUI's scaled fp8: per-layer scales
 SCALED_FP8_MARKER = "scaled_fp8"                      # a tensor whose presence marks a scaled-fp8 file
@@ -293,6 +295,31 @@ def read_json(path: Path) -> dict:
     if not isinstance(data, dict):
         raise CheckpointError(f"{Path(path).name}: expected a JSON object")
     return data
+
+
+def write_safetensors(path: os.PathLike, tensors: Iterable[tuple[str, tuple, torch.dtype]], make,
+                      metadata: Optional[dict] = None) -> Path:
+    """Write a safetensors file one tensor at a time: ``make(name, shape)`` returns each tensor (any float dtype;
+    stored as the dtype given with it). Peak memory is one tensor, whatever the file's size."""
+    entries, header, offset = list(tensors), {}, 0
+    for name, shape, dtype in entries:
+        size = torch.empty(0, dtype=dtype).element_size()
+        for dim in shape:
+            size *= int(dim)
+        header[name] = {"dtype": _DTYPE_NAMES[dtype], "shape": list(shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    if metadata:
+        header["__metadata__"] = {key: str(value) for key, value in metadata.items()}
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    path = Path(path)
+    with open(path, "wb") as handle:
+        handle.write(struct.pack("<Q", len(encoded)))
+        handle.write(encoded)
+        for name, shape, dtype in entries:
+            tensor = make(name, tuple(shape)).to(dtype).contiguous()
+            handle.write(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return path
 
 
 def fill_module(module: nn.Module, weights: Mapping[str, torch.Tensor], source: str,

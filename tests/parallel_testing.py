@@ -123,7 +123,7 @@ class NeedsEveryRank:
 
 def ranks_execute(folder: str) -> None:
     """In each started process: execute FailsOnRankOne -> NeedsEveryRank; every rank saves its result."""
-    from unidit.runtime.host.executor import Executor, validate_prompt
+    from unidit.host.executor import Executor, validate_prompt
 
     context = parallel.init_parallel("sequence")
     try:

@@ -16,8 +16,8 @@ import torch
 from PIL import Image
 
 from unidit.runtime import comfy_bridge
-from unidit.runtime.host.run import standalone_nodes
-from unidit.runtime.host.server import ServerConfig, serve_in_background
+from unidit.host.run import standalone_nodes
+from unidit.host.server import ServerConfig, serve_in_background
 
 
 class SolidImage:

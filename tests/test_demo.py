@@ -6,7 +6,7 @@ import trimesh
 from PIL import Image
 from plyfile import PlyData
 
-from unidit.runtime.host.cli import main
+from unidit.host.cli import main
 from unidit_testing import glb_vertex_colours_present
 
 

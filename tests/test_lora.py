@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from unidit.runtime.bench.synthetic import write_safetensors
+from unidit.runtime.weights import write_safetensors
 from unidit.runtime.families import ModelFiles, load_model
 from unidit.runtime.families.wan.dit import diffusers_to_original
 from unidit.runtime.generate import empty_latents, generate
@@ -177,7 +177,7 @@ def lora_workflow(strength=None):
 
 
 def test_the_lora_node_in_a_workflow_equals_the_merged_model_and_strength_zero_is_the_base(tmp_path):
-    from unidit.runtime.host.run import run_workflow
+    from unidit.host.run import run_workflow
     from unidit.runtime.lora import linear_layers
 
     models = tmp_path / "models"

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from unidit import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
-from unidit.runtime.host.executor import input_spec, node_inputs
+from unidit.host.executor import input_spec, node_inputs
 
 SNAPSHOT = Path(__file__).parent / "snapshots" / "node_definitions.json"
 # options come from the files on disk, or the devices of this machine
@@ -115,7 +115,7 @@ def comfyui_validate_node_input(received_type, input_type, strict=False) -> bool
 
 
 def test_unload_models_takes_a_link_from_any_output_in_comfyui_and_in_this_host():
-    from unidit.runtime.host.validation import validate_prompt
+    from unidit.host.validation import validate_prompt
 
     after = NODE_CLASS_MAPPINGS["UniDiTUnloadModels"].INPUT_TYPES()["optional"]["after"][0]
     outputs = {kind for cls in NODE_CLASS_MAPPINGS.values() for kind in cls.RETURN_TYPES} | {"IMAGE", "LATENT"}

@@ -10,10 +10,10 @@ def run_python(code: str, cwd) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=120)
 
 
-def test_import_unidit_puts_no_nodes_runtime_or_server_module_on_the_path(tmp_path):
+def test_import_unidit_puts_no_nodes_runtime_host_or_server_module_on_the_path(tmp_path):
     result = run_python(
-        "import importlib.util, unidit, unidit.runtime.model.dit\n"
-        "leaks = [n for n in ('nodes', 'runtime', 'server') if importlib.util.find_spec(n) is not None]\n"
+        "import importlib.util, unidit, unidit.runtime.model.dit, unidit.host.cli\n"
+        "leaks = [n for n in ('nodes', 'runtime', 'host', 'server') if importlib.util.find_spec(n) is not None]\n"
         "print(leaks)", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
@@ -30,7 +30,7 @@ def test_comfyui_style_load_under_an_arbitrary_module_name(tmp_path):
         "sys.modules[name] = module\n"
         "spec.loader.exec_module(module)\n"
         "print(type(module.NODE_CLASS_MAPPINGS).__name__, module.WEB_DIRECTORY)\n"
-        "print(sorted(m for m in sys.modules if m.startswith(('unidit', 'runtime', 'nodes'))))\n")
+        "print(sorted(m for m in sys.modules if m.startswith(('unidit', 'runtime', 'nodes', 'host'))))\n")
     result = run_python(code, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     first, second = result.stdout.strip().splitlines()

@@ -112,7 +112,7 @@ def one_process_image(tmp_path_factory):
 @pytest.mark.parametrize("split", ["cfg", "sequence"])
 def test_unidit_run_under_torchrun_writes_one_output_equal_to_one_process(tmp_path, one_process_image, split):
     completed = run_command([str(VENV_BIN / "torchrun"), "--standalone", "--nproc-per-node", "2", "-m",
-                             "unidit.runtime.host.cli", "run", str(REPOSITORY / "workflows/api/Text to image.json"),
+                             "unidit.host.cli", "run", str(REPOSITORY / "workflows/api/Text to image.json"),
                              "--out", "out", "--set", "5.steps=8", "--parallel", split], tmp_path)
     written = sorted(path for path in tmp_path.rglob("*")
                      if path.is_file() and path.relative_to(tmp_path).parts[0] not in ("input", "tmp"))

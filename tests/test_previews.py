@@ -44,9 +44,9 @@ def test_each_method_gives_what_it_says(shipped):
 
 def test_the_sampler_node_honours_the_loaders_preview_setting(tmp_path):
     from unidit.runtime import comfy_bridge
-    from unidit.runtime.host.executor import Executor, validate_prompt
-    from unidit.runtime.host.run import standalone_nodes
-    from unidit.runtime.host.workflow import apply_overrides, load_workflow
+    from unidit.host.executor import Executor, validate_prompt
+    from unidit.host.run import standalone_nodes
+    from unidit.host.workflow import apply_overrides, load_workflow
 
     previews = {}
     root = SHIPPED_BUNDLE.parents[1]

@@ -7,9 +7,10 @@ import torch
 import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
-from unidit.runtime.bench.synthetic import write_random_checkpoint, write_safetensors
+from unidit.runtime.bench.synthetic import write_random_checkpoint
 from unidit.runtime.model import ops
-from unidit.runtime.weights import CheckpointError, fill_module, meta_tensors, open_weights, place_module
+from unidit.runtime.weights import (CheckpointError, fill_module, meta_tensors, open_weights, place_module,
+                                    write_safetensors)
 
 
 class Small(nn.Module):

@@ -1,7 +1,7 @@
 """Writes the example workflows: workflows/<title>.json (the editor's UI format, nodes laid out at the sizes the
 editor draws them, groups that do not overlap, a note) and workflows/api/<title>.json (the API-format twin), from
 the short descriptions below, plus the example input images that the image-conditioned workflows load
-(workflows/input/: unidit_example.png, and the four unidit_turntable_*.png frames).
+(workflows/input/).
 
 The file name is the template's title: ComfyUI lists a pack's example workflows by file name, and the editor
 (comfyui-frontend-package 1.58.1) titles a custom node pack's template cards with that name.
@@ -38,6 +38,7 @@ GROUP_COLOURS = {"Model": "#3f789e", "Prompt": "#8A8", "Image": "#b58b2a", "Vide
 WAN_T5 = "umt5_xxl_fp8_e4m3fn_scaled.safetensors"
 WAN21 = {"diffusion_model": "wan2.1_t2v_1.3B_fp16.safetensors", "text_encoder": WAN_T5, "vae": "wan_2.1_vae.safetensors"}
 WAN22 = {"diffusion_model": "wan2.2_ti2v_5B_fp16.safetensors", "text_encoder": WAN_T5, "vae": "wan2.2_vae.safetensors"}
+SHIPPED_LORA = "unidit-toyworld-lora4-purple-torus.safetensors"     # models/loras, from `unidit train --lora-rank`
 WAN_FILES_NOTE = ("Files: models/diffusion_models/{diffusion_model}, models/text_encoders/{text_encoder}, "
                   "models/vae/{vae} (the files ComfyUI's own Wan examples use). Needs a GPU for these sizes; on a "
                   "CPU use a small size and few frames.")
@@ -60,7 +61,9 @@ TITLES = {"text_to_image": "Text to image", "text_to_video": "Text to video", "t
           "one_prompt_three_modalities": "One prompt, three modalities",
           "text_to_3d_refined": "Text to 3D refined", "turntable_to_mesh": "Turntable frames to mesh",
           "wan_text_to_video": "Wan 2.1 text to video", "wan_text_to_image": "Wan 2.1 text to image",
-          "wan_image_to_video": "Wan 2.2 image to video"}
+          "wan_image_to_video": "Wan 2.2 image to video", "image_to_image": "Image to image",
+          "video_extension": "Video extension", "first_last_frame": "First and last frame to video",
+          "lora": "LoRA"}
 
 
 @dataclass
@@ -144,8 +147,10 @@ def examples() -> list:
                      Node(9, "UniDiTSplatToMesh", 3, 5, {"resolution": 96}, {"splat": (7, 0)}),
                      Node(10, "UniDiTSaveMesh", 4, 9, {"filename_prefix": "UniDiT/image_to_3d"}, {"mesh": (9, 0)}),
                  ], {"Model": [1], "Prompt": [2, 3], "3D": [4, 5, 6, 7, 8, 9, 10]}),
-        Workflow("one_prompt_three_modalities", "One prompt, three modalities: one loader and one text encoding feed "
-                 "an image, a video and a 3D branch of the same model. The weights are loaded once for all three.", [
+        Workflow("one_prompt_three_modalities", "One prompt, three modalities, one subject: the image is made "
+                 "first, then it becomes the first frame of the video and the front view of the 3D asset, so all "
+                 "three show the same object. One loader and one text encoding serve every branch; the weights are "
+                 "loaded once.", [
                      loader,
                      Node(2, "UniDiTTextEncode", 0, 5, {"text": "a yellow cylinder"}, {"model": (1, 0)}),
                      Node(3, "UniDiTGuidance", 0, 12),
@@ -155,20 +160,82 @@ def examples() -> list:
                      Node(6, "UniDiTDecode", 3, 0, {}, {"model": (1, 0), "latent": (5, 0)}),
                      Node(7, "UniDiTSaveImage", 4, 0, {"filename_prefix": "UniDiT/all_image"}, {"images": (6, 0)}),
                      Node(8, "UniDiTEmptyVideoLatent", 1, 12, {}, {"model": (1, 0)}),
+                     Node(18, "UniDiTImageCondition", 1, 21, {}, {"model": (1, 0), "latent": (8, 0), "image": (6, 0)}),
                      Node(9, "UniDiTSampler", 2, 12, {"seed": 6}, {"model": (1, 0), "positive": (2, 0),
-                                                                    "latent": (8, 0), "guidance": (3, 0)}),
+                                                                    "latent": (18, 0), "guidance": (3, 0)}),
                      Node(10, "UniDiTDecode", 3, 12, {}, {"model": (1, 0), "latent": (9, 0)}),
                      Node(11, "UniDiTSaveVideo", 4, 12, {"filename_prefix": "UniDiT/all_video"},
                           {"images": (10, 0), "fps": (10, 1)}),
-                     Node(12, "UniDiTEmpty3DLatent", 1, 24, {}, {"model": (1, 0)}),
-                     Node(13, "UniDiTSampler", 2, 24, {"seed": 6}, {"model": (1, 0), "positive": (2, 0),
-                                                                     "latent": (12, 0), "guidance": (3, 0)}),
-                     Node(14, "UniDiTDecodeSplat", 3, 24, {}, {"model": (1, 0), "latent": (13, 0)}),
-                     Node(15, "UniDiTSaveSplat", 4, 24, {"filename_prefix": "UniDiT/all_splat"}, {"splat": (14, 0)}),
-                     Node(16, "UniDiTSplatToMesh", 3, 29, {"resolution": 96}, {"splat": (14, 0)}),
-                     Node(17, "UniDiTSaveMesh", 4, 33, {"filename_prefix": "UniDiT/all_mesh"}, {"mesh": (16, 0)}),
-                 ], {"Model": [1], "Prompt": [2, 3], "Image": [4, 5, 6, 7], "Video": [8, 9, 10, 11],
-                     "3D": [12, 13, 14, 15, 16, 17]}),
+                     Node(12, "UniDiTEmpty3DLatent", 1, 27, {}, {"model": (1, 0)}),
+                     Node(19, "UniDiTImageCondition", 1, 37, {}, {"model": (1, 0), "latent": (12, 0), "image": (6, 0)}),
+                     Node(13, "UniDiTSampler", 2, 27, {"seed": 6}, {"model": (1, 0), "positive": (2, 0),
+                                                                     "latent": (19, 0), "guidance": (3, 0)}),
+                     Node(14, "UniDiTDecodeSplat", 3, 27, {}, {"model": (1, 0), "latent": (13, 0)}),
+                     Node(15, "UniDiTSaveSplat", 4, 27, {"filename_prefix": "UniDiT/all_splat"}, {"splat": (14, 0)}),
+                     Node(16, "UniDiTSplatToMesh", 3, 32, {"resolution": 96}, {"splat": (14, 0)}),
+                     Node(17, "UniDiTSaveMesh", 4, 36, {"filename_prefix": "UniDiT/all_mesh"}, {"mesh": (16, 0)}),
+                 ], {"Model": [1], "Prompt": [2, 3], "Image": [4, 5, 6, 7], "Video": [8, 18, 9, 10, 11],
+                     "3D": [12, 19, 13, 14, 15, 16, 17]}),
+        Workflow("image_to_image", "Image -> image: UniDiT Encode puts the image into a latent and the Sampler "
+                 "starts part-way (denoise): 0.5 keeps the layout and changes what the prompt asks, 1.0 ignores the "
+                 "image. Here the red cube of unidit_example.png becomes blue.", [
+                     loader,
+                     Node(2, "LoadImage", 0, 5, {"image": "unidit_example.png"}),
+                     Node(3, "UniDiTTextEncode", 0, 16, {"text": "a blue cube"}, {"model": (1, 0)}),
+                     Node(4, "UniDiTEncode", 1, 0, {"modality": "image"}, {"model": (1, 0), "images": (2, 0)}),
+                     Node(5, "UniDiTSampler", 2, 0, {"seed": 10, "denoise": 0.7},
+                          {"model": (1, 0), "positive": (3, 0), "latent": (4, 0)}),
+                     Node(6, "UniDiTDecode", 3, 0, {}, {"model": (1, 0), "latent": (5, 0)}),
+                     Node(7, "UniDiTSaveImage", 3, 4, {"filename_prefix": "UniDiT/image_to_image"},
+                          {"images": (6, 0)}),
+                 ], {"Model": [1], "Prompt": [2, 3], "Image": [4, 5, 6, 7]}),
+        Workflow("video_extension", "Video extension: a clip is made, then UniDiT Continue Clip starts the next one "
+                 "from its last frame and UniDiT Join Clips puts them together (17 frames) without a jump. Chain "
+                 "more Continue Clip -> Sampler -> Decode -> Join Clips groups for longer videos.", [
+                     loader,
+                     Node(2, "UniDiTTextEncode", 0, 5, {"text": "a red cube moving right"}, {"model": (1, 0)}),
+                     Node(3, "UniDiTEmptyVideoLatent", 1, 0, {}, {"model": (1, 0)}),
+                     Node(4, "UniDiTSampler", 2, 0, {"seed": 11}, {"model": (1, 0), "positive": (2, 0),
+                                                                    "latent": (3, 0)}),
+                     Node(5, "UniDiTDecode", 3, 0, {}, {"model": (1, 0), "latent": (4, 0)}),
+                     Node(6, "UniDiTContinueClip", 1, 11, {}, {"model": (1, 0), "clip": (5, 0)}),
+                     Node(7, "UniDiTSampler", 2, 11, {"seed": 12}, {"model": (1, 0), "positive": (2, 0),
+                                                                     "latent": (6, 0)}),
+                     Node(8, "UniDiTDecode", 3, 11, {}, {"model": (1, 0), "latent": (7, 0)}),
+                     Node(9, "UniDiTJoinClips", 4, 0, {}, {"first": (5, 0), "second": (8, 0)}),
+                     Node(10, "UniDiTSaveVideo", 4, 5, {"filename_prefix": "UniDiT/video_extension"},
+                          {"images": (9, 0), "fps": (5, 1)}),
+                 ], {"Model": [1], "Prompt": [2], "Video": [3, 4, 5, 6, 7, 8, 9, 10]}),
+        Workflow("first_last_frame", "First and last frame: two images become frames 0 and 8 of a 9-frame video "
+                 "(UniDiT Keyframes, positions '0, -1') and the model makes the motion between them. Batch Images "
+                 "puts the two images in order; use your own pair of the same object.", [
+                     loader,
+                     Node(2, "LoadImage", 0, 5, {"image": "unidit_example.png"}),
+                     Node(3, "LoadImage", 0, 16, {"image": "unidit_example_end.png"}),
+                     Node(4, "ImageBatch", 1, 15, {}, {"image1": (2, 0), "image2": (3, 0)}),
+                     Node(5, "UniDiTTextEncode", 0, 27, {"text": "a red cube moving right"}, {"model": (1, 0)}),
+                     Node(6, "UniDiTEmptyVideoLatent", 1, 0, {}, {"model": (1, 0)}),
+                     Node(7, "UniDiTKeyframes", 1, 20, {"positions": "0, -1"},
+                          {"model": (1, 0), "latent": (6, 0), "images": (4, 0)}),
+                     Node(8, "UniDiTSampler", 2, 0, {"seed": 13}, {"model": (1, 0), "positive": (5, 0),
+                                                                    "latent": (7, 0)}),
+                     Node(9, "UniDiTDecode", 3, 0, {}, {"model": (1, 0), "latent": (8, 0)}),
+                     Node(10, "UniDiTSaveVideo", 3, 4, {"filename_prefix": "UniDiT/first_last_frame"},
+                          {"images": (9, 0), "fps": (9, 1)}),
+                 ], {"Model": [1], "Prompt": [2, 3, 4, 5], "Video": [6, 7, 8, 9, 10]}),
+        Workflow("lora", "LoRA: UniDiT LoRA adds a LoRA to the model while sampling; the base weights stay loaded "
+                 "as they are. The shipped one was trained with `unidit train --lora-rank 4 --subject 'purple "
+                 "torus'` on a pair the demo model never saw. Set strength 0 (or remove the node) for the base "
+                 "model; chain LoRA nodes to stack them.", [
+                     loader,
+                     Node(2, "UniDiTLoRA", 0, 7, {"lora_name": SHIPPED_LORA, "strength": 1.0}, {"model": (1, 0)}),
+                     Node(3, "UniDiTTextEncode", 0, 12, {"text": "a purple torus"}, {"model": (1, 0)}),
+                     Node(4, "UniDiTEmptyImageLatent", 1, 0, {}, {"model": (1, 0)}),
+                     Node(5, "UniDiTSampler", 2, 0, {"seed": 14}, {"model": (2, 0), "positive": (3, 0),
+                                                                    "latent": (4, 0)}),
+                     Node(6, "UniDiTDecode", 3, 0, {}, {"model": (1, 0), "latent": (5, 0)}),
+                     Node(7, "UniDiTSaveImage", 3, 4, {"filename_prefix": "UniDiT/lora"}, {"images": (6, 0)}),
+                 ], {"Model": [1, 2], "Prompt": [3], "Image": [4, 5, 6, 7]}),
         Workflow("text_to_3d_refined", "Text -> 3D refined: the four generated views are decoded, and a splat is "
                  "fitted to them (UniDiT Fit Splats, from the decoded splat, the latent's own cameras, rendering at "
                  "2x) so it holds up at larger sizes; the mesh is one closed piece with a UV atlas and a baked "
@@ -266,8 +333,8 @@ def wan_examples() -> list:
 
 def build(workflow: Workflow, nodes: dict) -> tuple[dict, dict]:
     """(UI workflow, API prompt)."""
-    from unidit.runtime.host.executor import input_spec, node_inputs
-    from unidit.runtime.host.workflow import widget_slots
+    from unidit.host.executor import input_spec, node_inputs
+    from unidit.host.workflow import widget_slots
 
     links, ui_nodes, api = [], [], {}
     outgoing: dict = {}
@@ -413,33 +480,30 @@ def _type_of(workflow: Workflow, node_id: int) -> str:
 
 
 def _display(node: Node) -> str:
-    from unidit.runtime.host.run import standalone_display_names
+    from unidit.host.run import standalone_display_names
 
     return standalone_display_names().get(node.type, node.type)
 
 
-def example_input_png() -> bytes:
-    """A red cube on grey from the toy world, seen by the rig's front camera (what image -> 3D expects)."""
+def example_input_pngs() -> dict:
+    """The example inputs, toy-world renders from the rig's front camera (what image -> 3D expects): a red cube
+    on grey, and the same cube at the end of a move to the right (the last frame for first_last_frame); and four
+    views a quarter turn apart of a purple cylinder (the frames of turntable_to_mesh)."""
     from unidit.runtime.media.image import encode_png
-    from unidit.runtime.train.toyworld import Scene, render_images
+    from unidit.runtime.train.toyworld import Scene, ToyWorldConfig, render_images, render_videos, render_views
 
-    image = render_images([Scene("cube", "red", "medium", "grey", yaw=0.6)]).rgb[0]
-    return encode_png(image)
-
-
-def turntable_frames_png() -> list:
-    """A purple cylinder seen by the toy world's four rig cameras (front, then 90 degrees round each): what
-    "Turntable frames to mesh" loads."""
-    from unidit.runtime.media.image import encode_png
-    from unidit.runtime.train.toyworld import Scene, ToyWorldConfig, render_views
-
-    views = render_views([Scene("cylinder", "purple", "medium", "grey", yaw=0.3)], ToyWorldConfig()).rgb[0]
-    return [encode_png(view) for view in views]
+    start = Scene("cube", "red", "medium", "grey", yaw=0.6)
+    moved = Scene("cube", "red", "medium", "grey", yaw=0.6, motion="translate", direction="right", amount=0.35)
+    turntable = Scene("cylinder", "purple", "medium", "grey", yaw=0.3)  # seen by the four rig cameras, in order
+    views = render_views([turntable], ToyWorldConfig()).rgb[0]
+    return {"unidit_example.png": encode_png(render_images([start]).rgb[0]),
+            "unidit_example_end.png": encode_png(render_videos([moved]).rgb[0, -1]),
+            **{f"unidit_turntable_{index}.png": encode_png(view) for index, view in enumerate(views)}}
 
 
 def rendered_files() -> dict:
     """{path relative to the repository: bytes} of everything this script writes."""
-    from unidit.runtime.host.run import standalone_nodes
+    from unidit.host.run import standalone_nodes
 
     nodes = standalone_nodes()
     files = {}
@@ -447,9 +511,8 @@ def rendered_files() -> dict:
         ui, api = build(workflow, nodes)
         files[f"workflows/{TITLES[workflow.name]}.json"] = (json.dumps(ui, indent=2) + "\n").encode()
         files[f"workflows/api/{TITLES[workflow.name]}.json"] = (json.dumps(api, indent=2) + "\n").encode()
-    files["workflows/input/unidit_example.png"] = example_input_png()
-    for index, frame in enumerate(turntable_frames_png()):
-        files[f"workflows/input/unidit_turntable_{index}.png"] = frame
+    for name, data in example_input_pngs().items():
+        files[f"workflows/input/{name}"] = data
     return files
 
 

@@ -20,10 +20,10 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 from unidit.runtime import comfy_bridge
-from unidit.runtime.host.executor import Executor, validate_prompt
-from unidit.runtime.host.run import prepare_input_directory, standalone_nodes
-from unidit.runtime.host.workflow import load_workflow
-from unidit.runtime.host.terminal import finish, rejection_text
+from unidit.host.executor import Executor, validate_prompt
+from unidit.host.run import prepare_input_directory, standalone_nodes
+from unidit.host.workflow import load_workflow
+from unidit.host.terminal import finish, rejection_text
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = ROOT / "workflows"

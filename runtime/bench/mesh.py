@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from ..gaussians.mesh import MeshConfig, mesh_bytes, splat_to_mesh
+from ..gaussians.mesh import MeshConfig, glb_bytes, splat_to_mesh
 from ..gaussians.shapes import torus_splats
 from .timing import median
 
@@ -30,7 +30,7 @@ def _timed_run(splats, config: MeshConfig) -> tuple[dict, dict]:
         clock = now
 
     mesh = splat_to_mesh(splats, config, on_stage=lap)
-    glb = mesh_bytes(mesh, "glb")
+    glb = glb_bytes(mesh)
     lap("export")
     return seconds, {"vertices": len(mesh.vertices), "faces": len(mesh.faces), "glb_bytes": len(glb)}
 

@@ -2,18 +2,13 @@
 Wan 1.3B file) and tests (tiny models of every part). Nothing here is a trained model."""
 from __future__ import annotations
 
-import json
 import os
-import struct
 from pathlib import Path
-from typing import Iterable, Optional
 
 import torch
 import torch.nn as nn
 
-from ..weights import DTYPES
-
-_NAMES = {dtype: name for name, dtype in DTYPES.items()}
+from ..weights import write_safetensors
 
 
 def random_tensor(name: str, shape: tuple, generator: torch.Generator) -> torch.Tensor:
@@ -41,31 +36,6 @@ def randomize_module(module: nn.Module, seed: int = 0) -> nn.Module:
         for name, parameter in module.named_parameters():
             parameter.copy_(random_tensor(name, tuple(parameter.shape), generator))
     return module
-
-
-def write_safetensors(path: os.PathLike, tensors: Iterable[tuple[str, tuple, torch.dtype]], make,
-                      metadata: Optional[dict] = None) -> Path:
-    """Write a safetensors file one tensor at a time: ``make(name, shape)`` returns each tensor (any float dtype;
-    stored as the dtype given with it). Peak memory is one tensor, whatever the file's size."""
-    entries, header, offset = list(tensors), {}, 0
-    for name, shape, dtype in entries:
-        size = torch.empty(0, dtype=dtype).element_size()
-        for dim in shape:
-            size *= int(dim)
-        header[name] = {"dtype": _NAMES[dtype], "shape": list(shape), "data_offsets": [offset, offset + size]}
-        offset += size
-    if metadata:
-        header["__metadata__"] = {key: str(value) for key, value in metadata.items()}
-    encoded = json.dumps(header, separators=(",", ":")).encode()
-    encoded += b" " * (-len(encoded) % 8)
-    path = Path(path)
-    with open(path, "wb") as handle:
-        handle.write(struct.pack("<Q", len(encoded)))
-        handle.write(encoded)
-        for name, shape, dtype in entries:
-            tensor = make(name, tuple(shape)).to(dtype).contiguous()
-            handle.write(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
-    return path
 
 
 def write_random_checkpoint(module: nn.Module, path: os.PathLike, dtype: torch.dtype = torch.bfloat16,

@@ -24,18 +24,17 @@
 6. **colours** — each vertex takes the density-weighted mean base colour of its nearest Gaussians.
 
 :class:`Mesh` stays in the splat's frame (``camera.py``: x right, y down, z forward) with sRGB vertex colours.
-:func:`save_mesh` writes every format in glTF's y-up frame, as ``(x, -y, -z)`` of the splat frame: the same
-points a splat viewer shows after its own 180° turn about x, so mesh and splat coincide. That map is a rotation
-(two axes flipped), so face winding and outward normals stay valid. GLB stores colours *linear*, as glTF
+Every mesh file (:func:`glb_bytes`, :func:`obj_bytes`, :func:`mesh_ply_bytes`, :func:`stl_bytes`,
+:func:`textured_obj`) is in glTF's y-up frame, as ``(x, -y, -z)`` of the splat frame: the same points a splat
+viewer shows after its own 180° turn about x, so mesh and splat coincide. That map is a rotation (two axes
+flipped), so face winding and outward normals stay valid. GLB stores colours *linear*, as glTF
 requires (``COLOR_0``), with normals and a double-sided, rough, non-metallic material.
 """
 from __future__ import annotations
 
 import io
 import math
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import fast_simplification
@@ -48,7 +47,6 @@ from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 from skimage import measure
 
-from ..files import write_atomic
 from .camera import Cameras, look_at
 from .render import render
 from .rotations import quaternion_to_matrix
@@ -438,21 +436,13 @@ def linear_to_srgb(colors: np.ndarray) -> np.ndarray:
     return np.where(colors <= 0.0031308, colors * 12.92, 1.055 * colors ** (1.0 / 2.4) - 0.055)
 
 
-def mesh_bytes(mesh: Mesh, file_format: str) -> bytes:
-    """The file of ``mesh`` in ``file_format`` (glb, obj, ply or stl), in glTF's y-up frame (module docstring)."""
-    import trimesh  # imported here: it takes most of a second, and only file writing needs it
+def glb_bytes(mesh: Mesh) -> bytes:
+    """A GLB file: normals, *linear* vertex colours (glTF's COLOR_0) and a double-sided, rough, non-metallic
+    material, y-up (module docstring)."""
     from trimesh.visual.material import PBRMaterial
 
-    file_format = file_format.lower().lstrip(".")
-    if file_format not in MESH_FORMATS:
-        raise ValueError(f"unknown mesh format {file_format!r}; choose one of {', '.join(MESH_FORMATS)}")
-    srgb = _to_uint8(mesh.vertex_colors)
-    colors = _to_uint8(srgb_to_linear(mesh.vertex_colors)) if file_format == "glb" else srgb
-    alpha = np.full((len(mesh.vertices), 1), 255, np.uint8)
-    exported = trimesh.Trimesh(vertices=mesh.vertices * GLTF_FROM_SPLAT, faces=mesh.faces,
-                               vertex_normals=mesh.normals * GLTF_FROM_SPLAT,
-                               vertex_colors=np.concatenate([colors, alpha], axis=1), process=False)
-    if file_format == "glb" and mesh.texture is not None:
+    exported = _trimesh(mesh, srgb_to_linear(mesh.vertex_colors))
+    if mesh.texture is not None:     # a textured mesh: the base colour comes from its texture (sRGB, as PNG holds it)
         from PIL import Image
         from trimesh.visual import TextureVisuals
 
@@ -463,19 +453,39 @@ def mesh_bytes(mesh: Mesh, file_format: str) -> bytes:
         uv = np.stack([mesh.uvs[:, 0], 1.0 - mesh.uvs[:, 1]], axis=-1)
         exported.visual = TextureVisuals(uv=uv, material=material)
         return exported.export(file_type="glb", include_normals=True)
-    if file_format == "glb":
-        exported.visual.material = PBRMaterial(name="unidit_vertex_color", baseColorFactor=[255, 255, 255, 255],
-                                               metallicFactor=0.0, roughnessFactor=1.0, doubleSided=True)
-        return exported.export(file_type="glb", include_normals=True)
-    if file_format == "stl":
-        return exported.export(file_type="stl")
-    if file_format == "obj":
-        return exported.export(file_type="obj", include_normals=True, include_color=True).encode("utf-8")
-    return exported.export(file_type="ply", encoding="binary", vertex_normal=True)
+    exported.visual.material = PBRMaterial(name="unidit_vertex_color", baseColorFactor=[255, 255, 255, 255],
+                                           metallicFactor=0.0, roughnessFactor=1.0, doubleSided=True)
+    return exported.export(file_type="glb", include_normals=True)
+
+
+def obj_bytes(mesh: Mesh) -> bytes:
+    """A Wavefront OBJ file with normals and sRGB vertex colours, y-up."""
+    return _trimesh(mesh, mesh.vertex_colors).export(file_type="obj", include_normals=True,
+                                                     include_color=True).encode("utf-8")
+
+
+def mesh_ply_bytes(mesh: Mesh) -> bytes:
+    """A binary PLY file with normals and sRGB vertex colours, y-up."""
+    return _trimesh(mesh, mesh.vertex_colors).export(file_type="ply", encoding="binary", vertex_normal=True)
+
+
+def stl_bytes(mesh: Mesh) -> bytes:
+    """A binary STL file: the shape alone, y-up."""
+    return _trimesh(mesh, mesh.vertex_colors).export(file_type="stl")
+
+
+def _trimesh(mesh: Mesh, colors: np.ndarray):
+    """``mesh`` as a trimesh in glTF's y-up frame, with ``colors`` (0..1) as opaque vertex colours."""
+    import trimesh  # imported here: it takes most of a second, and only file writing needs it
+
+    alpha = np.full((len(mesh.vertices), 1), 255, np.uint8)
+    return trimesh.Trimesh(vertices=mesh.vertices * GLTF_FROM_SPLAT, faces=mesh.faces,
+                           vertex_normals=mesh.normals * GLTF_FROM_SPLAT,
+                           vertex_colors=np.concatenate([_to_uint8(colors), alpha], axis=1), process=False)
 
 
 def textured_obj(mesh: Mesh, texture_name: str, material_library: str) -> tuple[bytes, bytes, bytes]:
-    """A textured mesh as OBJ, MTL and PNG bytes, in glTF's y-up frame like :func:`mesh_bytes`. The OBJ names
+    """A textured mesh as OBJ, MTL and PNG bytes, in glTF's y-up frame like :func:`obj_bytes`. The OBJ names
     ``material_library`` (the MTL's file name) and the MTL ``texture_name`` (the PNG's), both relative to the
     OBJ's folder. OBJ counts v up from the image's bottom, so v is written as 1 - v."""
     from PIL import Image
@@ -495,13 +505,6 @@ def textured_obj(mesh: Mesh, texture_name: str, material_library: str) -> tuple[
     png = io.BytesIO()
     Image.fromarray(_to_uint8(mesh.texture)).save(png, format="PNG")
     return ("\n".join(lines) + "\n").encode("utf-8"), material.encode("utf-8"), png.getvalue()
-
-
-def save_mesh(mesh: Mesh, path: str | os.PathLike, file_format: str | None = None) -> Path:
-    """Write ``mesh`` as a new file (atomically; never over an existing one). The format comes from the suffix
-    unless given."""
-    path = Path(path)
-    return write_atomic(path, mesh_bytes(mesh, file_format or path.suffix))
 
 
 def _to_uint8(colors: np.ndarray) -> np.ndarray:

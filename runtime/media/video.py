@@ -14,22 +14,36 @@ from PIL import Image
 
 from .image import to_uint8
 
-VIDEO_FORMATS = ("mp4", "webm", "webp")
-_CODECS = {"mp4": ("mp4", "libx264", {"crf": "17", "preset": "medium", "movflags": "+faststart"}),
-           "webm": ("webm", "libvpx-vp9", {"crf": "24", "b": "0"})}
+MP4_OPTIONS = {"crf": "17", "preset": "medium", "movflags": "+faststart"}  # movflags: the index first (streaming)
+WEBM_OPTIONS = {"crf": "24", "b": "0"}  # b = 0: constant quality, crf alone decides
 
 
-def encode_video(frames: torch.Tensor, fps: float, video_format: str = "mp4") -> bytes:
-    """frames [T, H, W, 3] in 0..1 -> the bytes of an mp4 (H.264), webm (VP9) or animated webp file."""
+def encode_mp4(frames: torch.Tensor, fps: float) -> bytes:
+    """frames [T, H, W, 3] in 0..1 -> the bytes of an MP4 file (H.264)."""
+    return _encode_with_pyav(_checked_frames(frames, fps), fps, "mp4", "libx264", MP4_OPTIONS)
+
+
+def encode_webm(frames: torch.Tensor, fps: float) -> bytes:
+    """frames [T, H, W, 3] in 0..1 -> the bytes of a WebM file (VP9)."""
+    return _encode_with_pyav(_checked_frames(frames, fps), fps, "webm", "libvpx-vp9", WEBM_OPTIONS)
+
+
+def encode_animated_webp(frames: torch.Tensor, fps: float) -> bytes:
+    """frames [T, H, W, 3] in 0..1 -> the bytes of an animated WebP image."""
+    images = [Image.fromarray(frame) for frame in _checked_frames(frames, fps)]
+    buffer = io.BytesIO()
+    images[0].save(buffer, format="WEBP", save_all=True, append_images=images[1:], duration=round(1000 / fps),
+                   loop=0, lossless=False, quality=90, method=4)
+    return buffer.getvalue()
+
+
+def _checked_frames(frames: torch.Tensor, fps: float) -> np.ndarray:
+    """The frames as uint8 [T, H, W, 3], after checking their shape and the frame rate."""
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"video frames must be [T, H, W, 3], got {tuple(frames.shape)}")
     if fps <= 0:
         raise ValueError(f"fps must be positive, got {fps}")
-    if video_format == "webp":
-        return _encode_webp(to_uint8(frames), fps)
-    if video_format not in _CODECS:
-        raise ValueError(f"unknown video format {video_format!r}; choose one of {list(VIDEO_FORMATS)}")
-    return _encode_with_pyav(to_uint8(frames), fps, *_CODECS[video_format])
+    return to_uint8(frames)
 
 
 def _encode_with_pyav(frames: np.ndarray, fps: float, container_format: str, codec: str, options: dict) -> bytes:
@@ -56,14 +70,6 @@ def _mux(path, frames, rate, container_format, codec, options, muxer_options) ->
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
-
-
-def _encode_webp(frames: np.ndarray, fps: float) -> bytes:
-    images = [Image.fromarray(frame) for frame in frames]
-    buffer = io.BytesIO()
-    images[0].save(buffer, format="WEBP", save_all=True, append_images=images[1:], duration=round(1000 / fps),
-                   loop=0, lossless=False, quality=90, method=4)
-    return buffer.getvalue()
 
 
 def decode_video(data: bytes) -> tuple[torch.Tensor, float]:

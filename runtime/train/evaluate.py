@@ -21,10 +21,12 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 from tqdm import tqdm
 
 from ..families import FamilyModel
@@ -107,11 +109,7 @@ def zoom_masks(masks: torch.Tensor, factor: float) -> torch.Tensor:
 
 def classify_shape(mask: torch.Tensor, templates: dict) -> str:
     """The shape whose best template overlaps ``mask`` [H, W] most (intersection over union)."""
-    scores = {}
-    for shape, silhouettes in templates.items():
-        intersection = (silhouettes & mask).flatten(1).sum(1).float()
-        union = (silhouettes | mask).flatten(1).sum(1).float().clamp_min(1)
-        scores[shape] = float((intersection / union).max())
+    scores = {shape: template_iou(mask, silhouettes) for shape, silhouettes in templates.items()}
     return max(scores, key=scores.get)
 
 
@@ -209,9 +207,6 @@ def evaluate(model: FamilyModel, config: EvalConfig | None = None, progress: boo
     bar.close()
     fit_psnrs = fit_novel_view_psnrs(width, config.fit_iterations, config.seed)
 
-    def mean(values):
-        return round(sum(float(v) for v in values) / max(1, len(values)), 4)
-
     return {
         "color_accuracy": mean(colour_hits),
         "shape_accuracy": mean(shape_hits),
@@ -231,6 +226,71 @@ def evaluate(model: FamilyModel, config: EvalConfig | None = None, progress: boo
         "guidance": guidance.scale,
         "seconds": round(time.perf_counter() - started, 1),
     }
+
+
+def evaluate_lora(model: FamilyModel, lora_path, config: EvalConfig | None = None, samples: int = 16) -> dict:
+    """What a LoRA trained on one subject (its file's ``subject`` metadata, e.g. "purple torus") does to the
+    samples of "a <colour> <shape>": the same ``samples`` seeds without it, at strength 1 and at strength 0
+    (which must give the base samples bit for bit), scored for colour and shape as in :func:`evaluate`, for the
+    overlap with the subject's shape templates, and for the pixels of background the object encloses (a torus'
+    hole), beside the same figures on toy-world renders of the subject, the data the LoRA was trained on."""
+    from ..lora import read_lora
+
+    config = config or EvalConfig()
+    lora = read_lora(lora_path, model.denoiser.lora_targets()[0], model.denoiser.lora_name)
+    subject = tuple(lora.metadata.get("subject", "").split())
+    if len(subject) != 2 or subject[0] not in COLOURS or subject[1] not in SHAPES:
+        raise ValueError(f"{Path(lora_path).name} names no toy-world subject in its metadata (got "
+                         f"{lora.metadata.get('subject')!r}); it was not made by unidit train --lora-rank --subject")
+    colour, shape = subject
+    defaults = model.defaults
+    sampler = SamplerConfig(solver=defaults.solver, steps=config.steps or defaults.steps)
+    guidance = GuidanceConfig(scale=config.guidance if config.guidance is not None else defaults.guidance)
+    prompt = f"a {colour} {shape}"
+    templates = shape_templates(defaults.width)
+
+    def images(view: FamilyModel) -> torch.Tensor:
+        latents = empty_latents(view, "image", defaults.width, defaults.height, batch_size=samples)
+        with torch.no_grad():
+            made = generate(view, latents, view.encode_prompts([prompt] * samples),
+                            view.encode_prompts([defaults.negative_prompt]), guidance, sampler, config.seed)
+        return decode_frames(view, made)[:, 0]
+
+    def scores(frames: torch.Tensor, name: str) -> dict:
+        masks = [object_mask(frame) for frame in frames]
+        return {f"{name}_color_accuracy": mean([toyworld.dominant_colour(f, m) == colour
+                                                for f, m in zip(frames, masks)]),
+                f"{name}_shape_accuracy": mean([bool(m.any()) and classify_shape(m, templates) == shape
+                                                for m in masks]),
+                f"{name}_subject_iou": mean([template_iou(m, templates[shape]) for m in masks]),
+                f"{name}_enclosed_pixels": mean([enclosed_pixels(m) for m in masks])}
+
+    base = images(model)
+    off = images(model.with_loras([(lora, 0.0)]))
+    with_lora = images(model.with_loras([(lora, 1.0)]))
+    generator = torch.Generator().manual_seed(config.seed)
+    world = ToyWorldConfig(resolution=defaults.width)
+    renders = toyworld.render_images(toyworld.sample_scenes(samples, generator, subject=subject), world).rgb
+    return {"subject": prompt, "samples": samples, **scores(base, "base"), **scores(with_lora, "lora"),
+            **scores(renders, "training_data"), "mean_abs_change": round(float((with_lora - base).abs().mean()), 4),
+            "strength_0_bit_identical": bool(torch.equal(off, base))}
+
+
+def template_iou(mask: torch.Tensor, silhouettes: torch.Tensor) -> float:
+    """The best intersection over union of ``mask`` [H, W] with one of ``silhouettes`` [T, H, W]."""
+    intersection = (silhouettes & mask).flatten(1).sum(1).float()
+    union = (silhouettes | mask).flatten(1).sum(1).float().clamp_min(1)
+    return float((intersection / union).max())
+
+
+def enclosed_pixels(mask: torch.Tensor) -> int:
+    """Background pixels that the object ``mask`` [H, W] surrounds (not connected to the image border)."""
+    filled = ndimage.binary_fill_holes(mask.numpy())
+    return int((filled & ~mask.numpy()).sum())
+
+
+def mean(values) -> float:
+    return round(sum(float(v) for v in values) / max(1, len(values)), 4)
 
 
 def splat_view_psnrs(model: FamilyModel, latents, views: torch.Tensor, supersample: int = 2) -> list:

@@ -10,7 +10,9 @@ import torch
 import trimesh
 
 from unidit.runtime.gaussians.camera import orbit_cameras
-from unidit.runtime.gaussians.mesh import MeshConfig, mesh_bytes, save_mesh, splat_to_mesh, srgb_to_linear
+from unidit.runtime.files import write_atomic
+from unidit.runtime.gaussians.mesh import MeshConfig, splat_to_mesh, srgb_to_linear
+from unidit.runtime.output_formats import MESH_FILES
 from unidit.runtime.gaussians.render import render
 from unidit.runtime.gaussians.sh import rgb_to_sh0
 from unidit.runtime.gaussians.shapes import sphere_splats, torus_splats
@@ -40,6 +42,11 @@ def two_colour_sphere():
     colors = torch.where(blue[:, None], torch.tensor([0.1, 0.2, 0.9]), torch.tensor([0.9, 0.1, 0.1]))
     splats.sh[0, :, 0] = rgb_to_sh0(colors)
     return splats, splat_to_mesh(splats, MeshConfig(resolution=48, target_faces=3000))
+
+
+def save_mesh_file(mesh, path):
+    """Write ``mesh`` as a new file in the format its suffix names."""
+    return write_atomic(path, MESH_FILES.write(path.suffix, mesh))
 
 
 def as_trimesh(mesh) -> trimesh.Trimesh:
@@ -141,7 +148,7 @@ def accessor_values(gltf: pygltflib.GLTF2, index: int) -> np.ndarray:
 
 def test_glb_holds_normals_linear_colours_and_a_double_sided_material(two_colour_sphere, tmp_path):
     _, mesh = two_colour_sphere
-    path = save_mesh(mesh, tmp_path / "coloured.glb")
+    path = save_mesh_file(mesh, tmp_path / "coloured.glb")
     gltf = pygltflib.GLTF2().load(str(path))
     primitive = gltf.meshes[0].primitives[0]
     assert primitive.attributes.NORMAL is not None
@@ -164,7 +171,7 @@ def test_glb_holds_normals_linear_colours_and_a_double_sided_material(two_colour
 @pytest.mark.parametrize("file_format", ["obj", "ply", "stl"])
 def test_other_formats_hold_the_same_surface_in_the_same_frame(sphere, tmp_path, file_format):
     _, mesh = sphere
-    loaded = trimesh.load(save_mesh(mesh, tmp_path / f"sphere.{file_format}"), force="mesh", process=False)
+    loaded = trimesh.load(save_mesh_file(mesh, tmp_path / f"sphere.{file_format}"), force="mesh", process=False)
     if file_format == "stl":  # STL lists each face's corners separately
         assert len(loaded.faces) == len(mesh.faces)
         assert np.allclose(loaded.vertices.reshape(-1, 3, 3), (mesh.vertices * [1, -1, -1])[mesh.faces], atol=1e-5)
@@ -180,7 +187,7 @@ def test_every_glb_passes_the_khronos_validator(sphere, torus, two_colour_sphere
     if node is None or not (JS_TOOLS / "node_modules" / "gltf-validator").is_dir():
         pytest.fail("the glTF validator needs Node.js and tests/js/node_modules: run `npm ci` in tests/js "
                     "(scripts/test.sh does)")
-    paths = [save_mesh(mesh, tmp_path / f"{name}.glb") for name, (_, mesh) in
+    paths = [save_mesh_file(mesh, tmp_path / f"{name}.glb") for name, (_, mesh) in
              (("sphere", sphere), ("torus", torus), ("coloured", two_colour_sphere))]
     result = subprocess.run([node, str(JS_TOOLS / "validate_gltf.mjs"), *map(str, paths)], capture_output=True,
                             text=True, timeout=120, cwd=JS_TOOLS)
@@ -214,7 +221,7 @@ def mesh_silhouette(vertices: np.ndarray, faces: np.ndarray, cameras) -> torch.T
 @pytest.mark.parametrize("shape", ["sphere", "torus"])
 def test_splat_and_its_glb_mesh_coincide_in_silhouette(shape, sphere, torus, tmp_path):
     splats, mesh = {"sphere": sphere, "torus": torus}[shape]
-    loaded = trimesh.load(save_mesh(mesh, tmp_path / f"{shape}.glb"), force="mesh", process=False)
+    loaded = trimesh.load(save_mesh_file(mesh, tmp_path / f"{shape}.glb"), force="mesh", process=False)
     vertices = np.asarray(loaded.vertices) * [1, -1, -1]  # back from glTF's y-up frame to the splat frame
     cameras = orbit_cameras([30.0, 150.0], elevation_deg=35.0, width=96, height=96)
     for view in range(len(cameras)):
@@ -228,10 +235,10 @@ def test_splat_and_its_glb_mesh_coincide_in_silhouette(shape, sphere, torus, tmp
 def test_unknown_formats_and_existing_files_are_refused(sphere, tmp_path):
     _, mesh = sphere
     with pytest.raises(ValueError, match="unknown mesh format 'fbx'"):
-        mesh_bytes(mesh, "fbx")
-    path = save_mesh(mesh, tmp_path / "once.glb")
+        MESH_FILES.write("fbx", mesh)
+    path = save_mesh_file(mesh, tmp_path / "once.glb")
     with pytest.raises(FileExistsError):
-        save_mesh(mesh, path)
+        save_mesh_file(mesh, path)
 
 
 @pytest.fixture(scope="module")
@@ -301,7 +308,7 @@ def test_textured_glb_has_a_baked_base_colour_texture_and_passes_the_validator(t
     textured = texture_mesh(mesh, splats, 256)
     assert textured.texture.shape == (256, 256, 3) and textured.uvs.shape == (len(textured.vertices), 2)
     assert len(textured.faces) == len(mesh.faces) and len(textured.vertices) >= len(mesh.vertices)  # seams split
-    path = save_mesh(textured, tmp_path / "textured.glb")
+    path = save_mesh_file(textured, tmp_path / "textured.glb")
     gltf = pygltflib.GLTF2().load(str(path))
     material = gltf.materials[gltf.meshes[0].primitives[0].material]
     assert material.pbrMetallicRoughness.baseColorTexture is not None and len(gltf.images) == 1

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from unidit.runtime.host.cli import main
+from unidit.host.cli import main
 
 
 @pytest.mark.parametrize("argv, message", [

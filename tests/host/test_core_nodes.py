@@ -1,7 +1,7 @@
 """The core nodes the standalone host provides behave as ComfyUI's do."""
 import torch
 
-from unidit.runtime.host.core_nodes import ImageBatch
+from unidit.host.core_nodes import ImageBatch
 
 
 def test_image_batch_concatenates_and_fits_the_second_batch_to_the_first():

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from unidit.runtime import comfy_bridge
-from unidit.runtime.host.executor import Executor, validate_prompt
+from unidit.host.executor import Executor, validate_prompt
 from fake_nodes import CALLS, NODES
 
 

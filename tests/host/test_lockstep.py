@@ -1,4 +1,4 @@
-"""`unidit serve` under torchrun (runtime/host/lockstep.py): rank 0 serves, rank 1 executes every prompt with it."""
+"""`unidit serve` under torchrun (host/lockstep.py): rank 0 serves, rank 1 executes every prompt with it."""
 import json
 import os
 import queue
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from unidit.runtime.host.run import run_workflow
+from unidit.host.run import run_workflow
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.skipif(shutil.which("torchrun", path=str(VENV_BIN)) is 
 
 
 class TorchrunServer:
-    """``torchrun --nproc-per-node 2 -m unidit.runtime.host.cli serve --port 0`` in ``folder``, its URL read from
+    """``torchrun --nproc-per-node 2 -m unidit.host.cli serve --port 0`` in ``folder``, its URL read from
     what rank 0 prints."""
 
     def __init__(self, folder: Path, split: str, timeout: float = 90):
@@ -35,7 +35,7 @@ class TorchrunServer:
         environment = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(folder / "tmp")}
         environment.pop("WORLD_SIZE", None)
         self.process = subprocess.Popen(
-            [str(VENV_BIN / "torchrun"), "--standalone", "--nproc-per-node", "2", "-m", "unidit.runtime.host.cli",
+            [str(VENV_BIN / "torchrun"), "--standalone", "--nproc-per-node", "2", "-m", "unidit.host.cli",
              "serve", "--port", "0", "--parallel", split], cwd=folder, env=environment, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True)
         self.lines: queue.Queue = queue.Queue()

@@ -4,9 +4,9 @@ import threading
 from pathlib import Path
 
 from unidit.runtime import comfy_bridge
-from unidit.runtime.host.executor import Executor, validate_prompt
-from unidit.runtime.host.run import standalone_nodes
-from unidit.runtime.host.workflow import apply_overrides, load_workflow
+from unidit.host.executor import Executor, validate_prompt
+from unidit.host.run import standalone_nodes
+from unidit.host.workflow import apply_overrides, load_workflow
 from unidit.runtime.store import STORE
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -16,7 +16,7 @@ from PIL import Image
 
 from unidit.nodes import NODE_CLASS_MAPPINGS
 from unidit.runtime import comfy_bridge
-from unidit.runtime.host.frontend import FRONTEND_VERSION
+from unidit.host.frontend import FRONTEND_VERSION
 from unidit.runtime.store import STORE
 from server_testing import TEST_NODES, multipart, running_server, solid_prompt
 from unidit_testing import tiny_bundle
@@ -503,7 +503,7 @@ def test_a_client_that_reconnects_mid_run_is_told_the_running_node(server, gate_
 
 
 def test_serve_without_the_editor_names_the_extra_to_install(monkeypatch, tmp_path, capsys):
-    from unidit.runtime.host.cli import main
+    from unidit.host.cli import main
 
     monkeypatch.setitem(sys.modules, "comfyui_frontend_package", None)  # as if not installed
     folders = [f"--{kind}-directory={tmp_path / kind}" for kind in ("output", "input", "temp", "user")]

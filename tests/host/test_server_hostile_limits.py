@@ -13,7 +13,7 @@ from PIL import Image
 
 from unidit.runtime import memory_budget
 from unidit.runtime.comfy_bridge import ComputeOptions
-from unidit.runtime.host.validation import MAX_PROMPT_NODES, validate_prompt
+from unidit.host.validation import MAX_PROMPT_NODES, validate_prompt
 from server_testing import TEST_NODES, chain, multipart, running_server, solid_prompt
 
 BUDGET_GB = 0.5

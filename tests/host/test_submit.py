@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from unidit.runtime.host.cli import main
-from unidit.runtime.host.submit import submit
+from unidit.host.cli import main
+from unidit.host.submit import submit
 from server_testing import running_server, solid_prompt
 
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from unidit.runtime.host.run import run_workflow, standalone_nodes
-from unidit.runtime.host.workflow import apply_overrides, load_workflow
+from unidit.host.run import run_workflow, standalone_nodes
+from unidit.host.workflow import apply_overrides, load_workflow
 from unidit.runtime.media.video import decode_video
 from server_testing import running_server
 
@@ -58,7 +58,7 @@ def test_wan_workflow_runs_with_unidit_run(name, fmt, models, tmp_path):
 
 def test_the_command_line_runs_a_wan_workflow_and_names_missing_files(models, tmp_path):
     workflow = ROOT / "workflows" / "Wan 2.1 text to image.json"
-    command = [sys.executable, "-m", "unidit.runtime.host.cli", "run", str(workflow),
+    command = [sys.executable, "-m", "unidit.host.cli", "run", str(workflow),
                "--models", str(models), "--out", str(tmp_path / "out"), "--input", str(tmp_path / "in")]
     done = subprocess.run(command + [f"--set={o}" for o in SMALL["Wan 2.1 text to image"]], capture_output=True,
                           text=True, timeout=300)

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from unidit.runtime.host.node_info import node_info
-from unidit.runtime.host.run import standalone_display_names, standalone_nodes
-from unidit.runtime.host.workflow import WorkflowError, apply_overrides, ui_to_api, widget_slots
+from unidit.host.node_info import node_info
+from unidit.host.run import standalone_display_names, standalone_nodes
+from unidit.host.workflow import WorkflowError, apply_overrides, ui_to_api, widget_slots
 from fake_nodes import NODES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,7 +26,9 @@ def test_there_is_a_workflow_for_every_pipeline_with_an_api_twin():
     names = {path.stem for path in WORKFLOWS}
     assert names == {"Text to image", "Text to video", "Text to 3D", "Image to video", "Image to 3D",
                      "One prompt, three modalities", "Wan 2.1 text to video", "Wan 2.1 text to image",
-                     "Wan 2.2 image to video", "Text to 3D refined", "Turntable frames to mesh"}
+                     "Wan 2.2 image to video", "Image to image",
+                     "Video extension", "First and last frame to video", "LoRA", "Text to 3D refined",
+                     "Turntable frames to mesh"}
     assert {path.stem for path in (ROOT / "workflows" / "api").glob("*.json")} == names
 
 

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from unidit.runtime.media.video import VIDEO_FORMATS, decode_video, encode_video
+from unidit.runtime.media.video import decode_video
+from unidit.runtime.output_formats import VIDEO_FILES
 
 
 def moving_square(frames=9, size=64):
@@ -11,10 +12,10 @@ def moving_square(frames=9, size=64):
     return video
 
 
-@pytest.mark.parametrize("video_format", VIDEO_FORMATS)
+@pytest.mark.parametrize("video_format", VIDEO_FILES.extensions)
 def test_every_format_decodes_to_the_same_frames_and_rate(video_format):
     video = moving_square()
-    data = encode_video(video, fps=8, video_format=video_format)
+    data = VIDEO_FILES.write(video_format, video, 8)
     decoded, fps = decode_video(data)
     assert decoded.shape == video.shape
     assert fps == pytest.approx(8.0)
@@ -28,21 +29,21 @@ def test_every_format_decodes_to_the_same_frames_and_rate(video_format):
 
 def test_containers_are_what_players_expect():
     video = moving_square()
-    assert encode_video(video, 8, "mp4")[4:8] == b"ftyp"
-    assert encode_video(video, 8, "webm")[:4] == b"\x1a\x45\xdf\xa3"  # EBML
-    webp = encode_video(video, 8, "webp")
+    assert VIDEO_FILES.write("mp4", video, 8)[4:8] == b"ftyp"
+    assert VIDEO_FILES.write("webm", video, 8)[:4] == b"\x1a\x45\xdf\xa3"  # EBML
+    webp = VIDEO_FILES.write("webp", video, 8)
     assert webp[:4] == b"RIFF" and webp[8:12] == b"WEBP"
 
 
 def test_odd_sizes_are_padded_for_yuv420():
-    decoded, _ = decode_video(encode_video(moving_square()[:, :63, :61], 8, "mp4"))
+    decoded, _ = decode_video(VIDEO_FILES.write("mp4", moving_square()[:, :63, :61], 8))
     assert decoded.shape == (9, 64, 62, 3)
 
 
 def test_bad_input_is_explained():
     with pytest.raises(ValueError, match="unknown video format 'gif'"):
-        encode_video(moving_square(), 8, "gif")
+        VIDEO_FILES.write("gif", moving_square(), 8)
     with pytest.raises(ValueError, match=r"\[T, H, W, 3\]"):
-        encode_video(torch.zeros(64, 64, 3), 8)
+        VIDEO_FILES.write("mp4", torch.zeros(64, 64, 3), 8)
     with pytest.raises(ValueError, match="fps"):
-        encode_video(moving_square(), 0)
+        VIDEO_FILES.write("mp4", moving_square(), 0)

@@ -16,7 +16,8 @@ import trimesh
 
 from unidit.nodes.types import MeshBatch, meshes_from_comfy, meshes_to_comfy
 from unidit.runtime import comfy_bridge
-from unidit.runtime.gaussians.mesh import Mesh, linear_to_srgb, mesh_bytes, srgb_to_linear, vertex_normals
+from unidit.runtime.gaussians.mesh import Mesh, linear_to_srgb, srgb_to_linear, vertex_normals
+from unidit.runtime.output_formats import MESH_FILES
 
 RED, GREY = (0.88, 0.2, 0.12), (0.6, 0.6, 0.6)   # none on a half step of 1/255
 
@@ -82,8 +83,8 @@ def test_save_mesh_writes_the_same_file_from_the_mesh_value():
     assert np.allclose(back.vertices, mesh.vertices, atol=1e-6)
     assert np.allclose(back.vertex_colors, mesh.vertex_colors, atol=1e-5)
     for file_format in ("glb", "obj", "ply"):
-        assert mesh_bytes(back, file_format) == mesh_bytes(mesh, file_format)
-    glb = trimesh.load(trimesh.util.wrap_as_stream(mesh_bytes(back, "glb")), file_type="glb", process=False)
+        assert MESH_FILES.write(file_format, back) == MESH_FILES.write(file_format, mesh)
+    glb = trimesh.load(trimesh.util.wrap_as_stream(MESH_FILES.write("glb", back)), file_type="glb", process=False)
     saved = glb.to_geometry() if isinstance(glb, trimesh.Scene) else glb
     assert saved.vertices[:, 1].max() == pytest.approx(0.6)      # Save Mesh: upright as before
 

@@ -4,17 +4,17 @@ import logging
 from pathlib import Path
 
 from unidit.runtime import comfy_bridge
-from unidit.runtime.host.executor import Executor, validate_prompt
-from unidit.runtime.host.run import standalone_nodes
-from unidit.runtime.host.workflow import apply_overrides, load_workflow
+from unidit.host.executor import Executor, validate_prompt
+from unidit.host.run import standalone_nodes
+from unidit.host.workflow import apply_overrides, load_workflow
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def encode_node_output(tmp_path, prompt_text):
     executor = Executor(standalone_nodes(), comfy_bridge.HostServices(output_directory=tmp_path))
-    prompt = apply_overrides(load_workflow(ROOT / "workflows" / "api" / "text_to_image.json"),
-                             [f"2.text={prompt_text}", "5.steps=1"])
+    prompt = apply_overrides(load_workflow(ROOT / "workflows" / "api" / "Text to image.json"),
+                             [f"2.text={prompt_text}", "5.steps=1"], executor.nodes)
     validation = validate_prompt(prompt, executor.nodes)
     events = []
     result = executor.execute(validation.prompt, "p", validation.outputs, emit=lambda e, d: events.append((e, d)))

@@ -6,7 +6,7 @@ import math
 import pytest
 
 from unidit.runtime.bundle import ModelBundle
-from unidit.runtime.host.cli import main
+from unidit.host.cli import main
 
 STAGES = ("autoencoder", "decoder", "splat_decoder", "backbone")
 
@@ -71,7 +71,13 @@ def test_lora_training_writes_a_lora_file_that_the_lora_node_reads(tiny_bundle_f
     model = load_model(ModelFiles(tiny_bundle_file))
     lora = read_lora(out, model.denoiser.lora_targets()[0])
     assert lora.rank == 2 and len(lora.layers) == 7 * 2
-    assert TensorFile(out).metadata["format"] == "unidit.lora"
+    assert TensorFile(out).metadata["format"] == "unidit.lora" and lora.metadata["subject"] == "red cube"
+    assert main(["eval", str(tiny_bundle_file), "--lora", str(out), "--json", "--steps", "4"]) == 0
+    effect = json.loads(capsys.readouterr().out)
+    assert effect["subject"] == "a red cube" and effect["strength_0_bit_identical"] is True
+    assert effect["mean_abs_change"] > 0 and 0 <= effect["lora_color_accuracy"] <= 1
+    assert main(["eval", str(tiny_bundle_file), "--lora", str(tiny_bundle_file)]) == 2
+    assert "none of its layers is a layer of this model" in capsys.readouterr().err
     assert main(args) == 2 and "--overwrite" in capsys.readouterr().err
     assert main(args[:-2] + ["--subject", "red", "--out", str(work / "x.safetensors")]) == 2
     assert "a colour and a shape" in capsys.readouterr().err

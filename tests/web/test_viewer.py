@@ -20,38 +20,29 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from unidit.runtime.gaussians.mesh import MeshConfig, mesh_bytes, splat_to_mesh
-from unidit.runtime.gaussians.ply import ply_bytes
+from unidit.runtime.gaussians.mesh import MeshConfig, splat_to_mesh
 from unidit.runtime.gaussians.shapes import sphere_splats, torus_splats
-from unidit.runtime.gaussians.splat_file import splat_file_bytes
-from unidit.runtime.gaussians.spz import spz_bytes
+from unidit.runtime.output_formats import MESH_FILES, SPLAT_FILES
 from browser_testing import ARTIFACTS as ALL_ARTIFACTS, REPO, require_browser, run_browser_script
 
 HERE = Path(__file__).parent
 ARTIFACTS = ALL_ARTIFACTS / "viewer"
 
-# name: (shape, kind, format)
-CASES = {
-    "sphere_splat.ply": ("sphere", "splat", "ply"),
-    "sphere_splat.spz": ("sphere", "splat", "spz"),
-    "sphere_splat.splat": ("sphere", "splat", "splat"),
-    "sphere_mesh.glb": ("sphere", "mesh", "glb"),
-    "sphere_mesh.ply": ("sphere", "mesh", "ply"),
-    "torus_splat.ply": ("torus", "splat", "ply"),
-    "torus_mesh.glb": ("torus", "mesh", "glb"),
-}
+VIEWER_KINDS = {kind.name: kind for kind in (SPLAT_FILES, MESH_FILES)}  # every format of these is shown in the node
+# name: (shape, kind, format): the sphere in every registered splat and mesh format, the torus in the defaults
+CASES = {f"sphere_{kind.name}.{extension}": ("sphere", kind.name, extension)
+         for kind in VIEWER_KINDS.values() for extension in kind.extensions}
+CASES.update({f"torus_{kind.name}.{kind.default}": ("torus", kind.name, kind.default)
+              for kind in VIEWER_KINDS.values()})
 FOREGROUND = 24  # of 255, in some channel
 # Pages that are not one of CASES in the harness: the extension showing a node's output, and a missing file.
 EXTENSION_PAGE = "extension_sphere_splat.ply"
 MISSING_PAGE = "missing.ply"
-SPLAT_WRITERS = {"ply": ply_bytes, "spz": spz_bytes, "splat": splat_file_bytes}
 
 
 def file_bytes(shape: str, kind: str, file_format: str) -> bytes:
-    splats = _shape_splats(shape)
-    if kind == "splat":
-        return SPLAT_WRITERS[file_format](splats)
-    return mesh_bytes(_shape_mesh(shape), file_format)
+    item = _shape_splats(shape) if kind == "splat" else _shape_mesh(shape)
+    return VIEWER_KINDS[kind].write(file_format, item)
 
 
 @functools.cache

@@ -27,7 +27,7 @@ log = logging.getLogger("unidit.server")
 FRONTEND_VERSION = "1.58.1"
 FRONTEND_PACKAGE = "comfyui-frontend-package"
 PACK_NAME = "unidit"
-PACK_ROOT = Path(__file__).resolve().parents[2]
+PACK_ROOT = Path(__file__).resolve().parents[1]
 WEB_DIRECTORY = PACK_ROOT / "web"
 WORKFLOW_DIRECTORY = PACK_ROOT / "workflows"
 

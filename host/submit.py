@@ -23,7 +23,8 @@ from typing import Optional
 
 import aiohttp
 
-from ..files import store_unique
+from ..runtime.files import store_unique
+from .output_files import output_files
 from .safe_paths import is_plain_file_name, resolve_inside
 from .terminal import ProgressDisplay, rejection_text
 from .workflow import apply_overrides, is_ui_workflow, load_workflow, to_api_prompt
@@ -42,17 +43,6 @@ class SubmitResult:
     status: str                                   # "success" | "error" | "interrupted"
     error: Optional[dict] = None                  # the server's execution_error data, for "error"
     files: list = field(default_factory=list)     # downloaded paths
-
-
-def output_files(outputs: dict) -> list:
-    """Every ``{filename, subfolder, type}`` item in a history entry's outputs."""
-    found = []
-    for ui in outputs.values() if isinstance(outputs, dict) else []:
-        for items in (ui.values() if isinstance(ui, dict) else []):
-            for item in items if isinstance(items, list) else []:
-                if isinstance(item, dict) and isinstance(item.get("filename"), str):
-                    found.append(item)
-    return found
 
 
 def _save_download(out: Path, item: dict, data: bytes) -> Optional[Path]:
@@ -211,7 +201,7 @@ async def submit_workflow(workflow_path: Path, server: str, out: Path, overrides
         entry = history.get(prompt_id) if isinstance(history, dict) else None
         entry = entry if isinstance(entry, dict) else {}
         files = []
-        for item in output_files(entry.get("outputs") or {}):
+        for _, _, item in output_files(entry.get("outputs") or {}):
             saved = _save_download(out, item, await connection.download(item))
             if saved is None:
                 raise SubmitError(f"the server named an output outside the output folder: "

@@ -15,8 +15,8 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
-from .. import comfy_bridge, parallel
-from ..store import STORE
+from ..runtime import comfy_bridge, parallel
+from ..runtime.store import STORE
 from .executor import ExecutionResult, Executor
 from .run import standalone_nodes
 

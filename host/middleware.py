@@ -111,7 +111,7 @@ def default_redactor(folders: Iterable[tuple[Path, str]]) -> PathRedactor:
     for path in site.getsitepackages() + [site.getusersitepackages(), sysconfig.get_paths()["purelib"]]:
         roots.append((Path(path), "<site-packages>"))
     roots += [(Path(sys.prefix), "<python>"), (Path(sys.base_prefix), "<python>"),
-              (Path(__file__).resolve().parents[2], "<unidit>"), (Path.cwd(), "."), (Path.home(), "~")]
+              (Path(__file__).resolve().parents[1], "<unidit>"), (Path.cwd(), "."), (Path.home(), "~")]
     return PathRedactor(roots)
 
 

@@ -25,7 +25,7 @@ from typing import Optional
 
 from aiohttp import web
 
-from .. import comfy_bridge
+from ..runtime import comfy_bridge
 from .validation import MAX_PROMPT_NODES, validate_prompt
 from .frontend import FRONTEND_VERSION, PACK_NAME, extension_urls, template_names
 from .jobs import STATUSES, history_job, list_jobs, queued_job

@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from .. import comfy_bridge, memory_budget
-from ..media.image import prompt_text, save_png_images
+from ..runtime import comfy_bridge, memory_budget
+from ..runtime.media.image import prompt_text, save_png_images
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from .. import comfy_bridge, parallel
-from ..sampling.sampler import SamplingInterrupted
+from ..runtime import comfy_bridge, parallel
+from ..runtime.sampling.sampler import SamplingInterrupted
 from .validation import Declarations, Validation, input_spec, is_link, node_inputs, numeric_order, validate_prompt
 
 __all__ = ["Executor", "ExecutionResult", "FailedOnAnotherRank", "Validation", "validate_prompt", "node_inputs",

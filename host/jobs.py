@@ -10,12 +10,15 @@ from __future__ import annotations
 
 from typing import Optional
 
+from ..runtime.output_formats import MESH_FILES, SPLAT_FILES
+from .output_files import output_files
 from .prompt_queue import QueueItem
 
 STATUSES = ("pending", "in_progress", "completed", "failed", "cancelled")
 PREVIEWABLE_MEDIA = ("images", "video", "audio", "3d", "text")
-PREVIEWABLE_SUFFIXES = (".obj", ".fbx", ".gltf", ".glb", ".usdz", ".ply", ".spz", ".splat", ".txt", ".md",
-                        ".json")
+# ComfyUI's 3D and text files, and every splat and mesh format the pack writes (its in-node viewer shows them)
+PREVIEWABLE_SUFFIXES = (".fbx", ".gltf", ".usdz", ".txt", ".md", ".json") + tuple(
+    f".{extension}" for kind in (SPLAT_FILES, MESH_FILES) for extension in kind.extensions)
 
 
 def _workflow_id(extra_data: dict) -> Optional[str]:
@@ -33,19 +36,6 @@ def queued_job(item: QueueItem, status: str) -> dict:
     return _without_none({"id": item.prompt_id, "status": status, "priority": item.number,
                           "create_time": item.extra_data.get("create_time"), "outputs_count": 0,
                           "previewable_outputs_count": 0, "workflow_id": _workflow_id(item.extra_data)})
-
-
-def _file_items(outputs: dict):
-    """(node id, media key, item) of every file-like output item."""
-    for node_id, ui in outputs.items():
-        if not isinstance(ui, dict):
-            continue
-        for media, items in ui.items():
-            if media == "animated" or not isinstance(items, list):
-                continue
-            for item in items:
-                if isinstance(item, dict):
-                    yield node_id, media, item
 
 
 def _previewable(media: str, item: dict) -> bool:
@@ -69,7 +59,7 @@ def history_job(prompt_id: str, entry: dict, detailed: bool = False) -> dict:
     else:
         status = "completed"
     outputs = entry.get("outputs") or {}
-    items = list(_file_items(outputs))
+    items = list(output_files(outputs))
     previews = [(node_id, media, item) for node_id, media, item in items if _previewable(media, item)]
     chosen = next(((n, m, i) for n, m, i in previews if i.get("type") == "output"), previews[0] if previews else None)
     preview = {**chosen[2], "nodeId": chosen[0], "mediaType": chosen[2].get("mediaType", chosen[1])} \

@@ -5,26 +5,26 @@ import contextlib
 from pathlib import Path
 from typing import Optional
 
-from .. import comfy_bridge
-from ..files import write_atomic
+from ..runtime import comfy_bridge
+from ..runtime.files import write_atomic
 from .executor import ExecutionResult, Executor, validate_prompt
 from .terminal import ProgressDisplay, rejection_text
 from .workflow import WorkflowError, apply_overrides, is_ui_workflow, load_workflow, to_api_prompt
 
-PACK_ROOT = Path(__file__).resolve().parents[2]
+PACK_ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_INPUTS = PACK_ROOT / "workflows" / "input"
 
 
 def standalone_nodes() -> dict:
     """Every node the standalone host runs: the pack's, and the core nodes shared workflows use."""
-    from ...nodes import NODE_CLASS_MAPPINGS
+    from ..nodes import NODE_CLASS_MAPPINGS
     from .core_nodes import CORE_NODES
 
     return {**CORE_NODES, **NODE_CLASS_MAPPINGS}
 
 
 def standalone_display_names() -> dict:
-    from ...nodes import NODE_DISPLAY_NAME_MAPPINGS
+    from ..nodes import NODE_DISPLAY_NAME_MAPPINGS
     from .core_nodes import CORE_DISPLAY_NAMES
 
     return {**CORE_DISPLAY_NAMES, **NODE_DISPLAY_NAME_MAPPINGS}

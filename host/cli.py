@@ -12,7 +12,7 @@ PARALLEL_COMMANDS = ("run", "serve")   # the commands that run under torchrun
 
 
 def _add_bench(subparsers) -> None:
-    from ..bench import BENCHMARKS
+    from ..runtime.bench import BENCHMARKS
 
     bench = subparsers.add_parser("bench", help="measure speed: figures and side-by-side ratios",
                                   description="Run one benchmark and print its figures.")
@@ -29,7 +29,7 @@ def _add_bench(subparsers) -> None:
 
 
 def _run_bench(args) -> int:
-    from ..bench import run_benchmark
+    from ..runtime.bench import run_benchmark
 
     options = {}
     if args.family is not None or args.blocks_resident is not None:
@@ -84,8 +84,8 @@ def _positive_gb(text: str) -> float:
 
 def _compute_options(args):
     """The compute options of ``run`` / ``serve``; exits with a message for a device this machine lacks."""
-    from ..comfy_bridge import ComputeOptions
-    from ..store import check_device
+    from ..runtime.comfy_bridge import ComputeOptions
+    from ..runtime.store import check_device
 
     if args.device != "auto":
         try:
@@ -109,7 +109,8 @@ def _add_demo(subparsers) -> None:
 
 
 def _run_demo(args) -> int:
-    from ..demo import run_demo
+    from ..runtime.demo import run_demo
+    from ..runtime.output_formats import OUTPUT_KINDS
 
     try:
         outputs = run_demo(args.prompt, args.out, args.bundle, args.seed, device=args.device)
@@ -118,8 +119,8 @@ def _run_demo(args) -> int:
         return 2
     if outputs["note"]:
         print(f"note: {outputs['note']}")
-    for kind in ("image", "video", "splat", "mesh"):
-        print(f"{kind:<6} {outputs[kind]}")
+    for kind in OUTPUT_KINDS:
+        print(f"{kind.name:<6} {outputs[kind.name]}")
     print(f"done in {outputs['seconds']} s")
     return 0
 
@@ -145,7 +146,7 @@ def _add_run(subparsers) -> None:
 
 
 def _add_parallel_option(parser) -> None:
-    from ..parallel import SPLITS, SPLIT_ENVIRONMENT
+    from ..runtime.parallel import SPLITS, SPLIT_ENVIRONMENT
 
     parser.add_argument("--parallel", choices=SPLITS, default=None,
                         help="under torchrun: how the processes share each generation. cfg: the conditional and "
@@ -156,7 +157,7 @@ def _add_parallel_option(parser) -> None:
 
 def _join_parallel(args):
     """(the parallel context or None, an exit status or None): joins torchrun's process group, if any."""
-    from ..parallel import ParallelError, init_parallel
+    from ..runtime.parallel import ParallelError, init_parallel
 
     try:
         return init_parallel(args.parallel), None
@@ -167,7 +168,7 @@ def _join_parallel(args):
 
 
 def _run_run(args) -> int:
-    from .. import parallel
+    from ..runtime import parallel
 
     context, status = _join_parallel(args)
     if status is not None:
@@ -184,7 +185,8 @@ def _run_run(args) -> int:
 def _run_workflow(args, out: Path, temp: Path, leader: bool) -> int:
     """Run the workflow; the leader (rank 0, or the only process) shows progress and lists the files it wrote,
     the other ranks of a torchrun write to a scratch folder and report only their own errors."""
-    from .. import parallel
+    from ..runtime import parallel
+    from .output_files import output_files
     from .run import run_workflow
     from .terminal import finish
     from .workflow import WorkflowError
@@ -198,11 +200,9 @@ def _run_workflow(args, out: Path, temp: Path, leader: bool) -> int:
         return 2
     if not leader:
         return finish(result.status, result.error, prefix=f"rank {parallel.context().rank}: ")
-    for node_id, ui in result.outputs.items():
-        for key in ("images", "unidit_3d"):
-            for entry in ui.get(key, []):
-                folder = out if entry.get("type", "output") == "output" else temp
-                print(folder / entry.get("subfolder", "") / entry["filename"])
+    for _, _, entry in output_files(result.outputs):
+        folder = out if entry.get("type", "output") == "output" else temp
+        print(folder / entry.get("subfolder", "") / entry["filename"])
     return finish(result.status, result.error)
 
 
@@ -235,7 +235,7 @@ def _add_serve(subparsers) -> None:
 
 
 def _run_serve(args) -> int:
-    from .. import parallel
+    from ..runtime import parallel
     from .frontend import FrontendMissing
     from .server import ServerConfig, run_server
 
@@ -294,7 +294,7 @@ def _run_submit(args) -> int:
 
 
 def _add_train(subparsers) -> None:
-    from ..train.recipe import PRESETS
+    from ..runtime.train.recipe import PRESETS
 
     train = subparsers.add_parser("train", help="train a model bundle on the toy world (resumable)",
                                   description="Train every stage of a preset and write one .safetensors bundle. "
@@ -321,8 +321,8 @@ def _add_train(subparsers) -> None:
 
 
 def _run_train(args) -> int:
-    from ..bundle import SHIPPED_BUNDLE
-    from ..train.recipe import PRESETS, train_bundle
+    from ..runtime.bundle import SHIPPED_BUNDLE
+    from ..runtime.train.recipe import PRESETS, train_bundle
 
     preset = PRESETS[args.preset]
     work = args.work or Path("runs") / args.preset
@@ -343,9 +343,9 @@ def _run_train(args) -> int:
 
 
 def _train_lora(args, preset, work: Path, base: Path) -> int:
-    from ..bundle import ModelBundle
-    from ..lora import save_lora
-    from ..train.recipe import fine_tune_lora
+    from ..runtime.bundle import ModelBundle
+    from ..runtime.lora import save_lora
+    from ..runtime.train.recipe import fine_tune_lora
 
     subject = None
     if args.subject:
@@ -387,16 +387,25 @@ def _add_eval(subparsers) -> None:
     evaluate.add_argument("--seed", type=int, default=0,
                           help="seed of the noise and the conditioning scenes (default: %(default)s)")
     evaluate.add_argument("--steps", type=int, default=None, help="sampling steps (default: the bundle's)")
+    evaluate.add_argument("--lora", type=Path, default=None, metavar="FILE",
+                          help="score only what this LoRA (from unidit train --lora-rank --subject) does to its "
+                               "subject's prompt: colour and shape without it, at strength 1 and at strength 0")
     evaluate.set_defaults(handler=_run_eval)
 
 
 def _run_eval(args) -> int:
-    from ..bundle import SHIPPED_BUNDLE
-    from ..families import ModelFiles, load_model
-    from ..train.evaluate import EvalConfig, evaluate
+    from ..runtime.bundle import SHIPPED_BUNDLE
+    from ..runtime.families import ModelFiles, load_model
+    from ..runtime.train.evaluate import EvalConfig, evaluate, evaluate_lora
 
     model = load_model(ModelFiles(args.bundle or SHIPPED_BUNDLE))
-    scores = evaluate(model, EvalConfig(seed=args.seed, steps=args.steps), progress=not args.json)
+    config = EvalConfig(seed=args.seed, steps=args.steps)
+    try:
+        scores = evaluate_lora(model, args.lora, config) if args.lora else evaluate(model, config,
+                                                                                    progress=not args.json)
+    except (OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps(scores, indent=2))
     else:

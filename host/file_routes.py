@@ -32,8 +32,9 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from PIL import Image
 
-from .. import memory_budget
-from ..files import replace_atomic, store_unique
+from ..runtime import memory_budget
+from ..runtime.files import replace_atomic, store_unique
+from ..runtime.output_formats import mime_type
 from .middleware import ApiError, file_response, json_response
 from .safe_paths import is_plain_file_name, resolve_inside
 
@@ -85,7 +86,7 @@ class FileRoutes:
             raise ApiError(404, "not_found", "No such file", os.path.basename(name))
         if "preview" in query or query.get("channel", "rgba") in ("rgb", "a"):
             return await self._converted_image(path, query)
-        content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        content_type = mime_type(path.name) or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         quoted = path.name.replace("\\", "\\\\").replace('"', '\\"')
         headers = {"X-Content-Type-Options": "nosniff", "Content-Disposition": f'filename="{quoted}"'}
         if content_type.split(";")[0] in DANGEROUS_TYPES:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from ..files import replace_atomic
+from ..runtime.files import replace_atomic
 from .middleware import ApiError, file_response, json_response, read_json, read_json_object
 from .safe_paths import resolve_inside
 

@@ -25,8 +25,8 @@ from typing import Iterator, Optional
 
 from aiohttp import web
 
-from .. import comfy_bridge, parallel
-from ..bundle import SHIPPED_BUNDLE
+from ..runtime import comfy_bridge, parallel
+from ..runtime.bundle import SHIPPED_BUNDLE
 from .api_routes import HostApi
 from .core_nodes import CORE_NODES
 from .executor import Executor
@@ -119,7 +119,7 @@ class HostServer:
 
     @staticmethod
     def _unload_models() -> None:
-        from ..store import STORE
+        from ..runtime.store import STORE
 
         count = STORE.unload()
         log.info("unloaded %d model(s)", count)
