@@ -72,8 +72,9 @@ class UniDiTSampler:
                                   "tooltip": "1 starts from pure noise; lower values start from the input latent "
                                              "(image-to-image)."}),
         }, "optional": {
-            "guidance": (GUIDANCE, {"tooltip": "From UniDiT Guidance (default: the model's scale and negative "
-                                               "prompt)."}),
+            "guidance": (GUIDANCE, {"tooltip": "From UniDiT Guidance. Unconnected: the model's scale and negative "
+                                               "prompt (the demo model: 4, and 1.5 when the latent holds given "
+                                               "frames, which carry the subject; Wan: 5)."}),
             "cache_threshold": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01,
                                           "tooltip": "Step caching: on model calls where what the first block "
                                                      "computes has changed by less than this (relative change, "
@@ -88,7 +89,8 @@ class UniDiTSampler:
     def sample(self, model, positive, latent, seed, steps, solver, shift, denoise, guidance=None,
                cache_threshold=0.0):
         latents = latent_from_comfy(latent)
-        guidance = guidance or Guidance(GuidanceConfig(scale=STORE.model(model, parts=()).defaults.guidance))
+        defaults = STORE.model(model, parts=()).defaults
+        guidance = guidance or Guidance(GuidanceConfig(scale=defaults.guidance_scale(bool(latents.given.any()))))
         negative = guidance.negative
         if negative is None:
             loaded = STORE.model(model, ("text_encoder",))

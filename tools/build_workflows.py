@@ -150,7 +150,9 @@ def examples() -> list:
         Workflow("one_prompt_three_modalities", "One prompt, three modalities, one subject: the image is made "
                  "first, then it becomes the first frame of the video and the front view of the 3D asset, so all "
                  "three show the same object. One loader and one text encoding serve every branch; the weights are "
-                 "loaded once.", [
+                 "loaded once. The Guidance node steers the image only: the video and the 3D samplers, left "
+                 "without one, use the model's guidance for given frames (1.5), which keeps the image's "
+                 "colours.", [
                      loader,
                      Node(2, "UniDiTTextEncode", 0, 5, {"text": "a yellow cylinder"}, {"model": (1, 0)}),
                      Node(3, "UniDiTGuidance", 0, 12),
@@ -162,14 +164,14 @@ def examples() -> list:
                      Node(8, "UniDiTEmptyVideoLatent", 1, 12, {}, {"model": (1, 0)}),
                      Node(18, "UniDiTImageCondition", 1, 21, {}, {"model": (1, 0), "latent": (8, 0), "image": (6, 0)}),
                      Node(9, "UniDiTSampler", 2, 12, {"seed": 6}, {"model": (1, 0), "positive": (2, 0),
-                                                                    "latent": (18, 0), "guidance": (3, 0)}),
+                                                                    "latent": (18, 0)}),
                      Node(10, "UniDiTDecode", 3, 12, {}, {"model": (1, 0), "latent": (9, 0)}),
                      Node(11, "UniDiTSaveVideo", 4, 12, {"filename_prefix": "UniDiT/all_video"},
                           {"images": (10, 0), "fps": (10, 1)}),
                      Node(12, "UniDiTEmpty3DLatent", 1, 27, {}, {"model": (1, 0)}),
                      Node(19, "UniDiTImageCondition", 1, 37, {}, {"model": (1, 0), "latent": (12, 0), "image": (6, 0)}),
                      Node(13, "UniDiTSampler", 2, 27, {"seed": 6}, {"model": (1, 0), "positive": (2, 0),
-                                                                     "latent": (19, 0), "guidance": (3, 0)}),
+                                                                     "latent": (19, 0)}),
                      Node(14, "UniDiTDecodeSplat", 3, 27, {}, {"model": (1, 0), "latent": (13, 0)}),
                      Node(15, "UniDiTSaveSplat", 4, 27, {"filename_prefix": "UniDiT/all_splat"}, {"splat": (14, 0)}),
                      Node(16, "UniDiTSplatToMesh", 3, 32, {"resolution": 96}, {"splat": (14, 0)}),

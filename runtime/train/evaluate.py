@@ -119,7 +119,6 @@ def evaluate(model: FamilyModel, config: EvalConfig | None = None, progress: boo
     defaults = model.defaults
     width, height = defaults.width, defaults.height
     sampler = SamplerConfig(solver=defaults.solver, steps=config.steps or defaults.steps)
-    guidance = GuidanceConfig(scale=config.guidance if config.guidance is not None else defaults.guidance)
     negative = model.encode_prompts([defaults.negative_prompt])
     generator = torch.Generator().manual_seed(config.seed)
     world = ToyWorldConfig(resolution=width)
@@ -129,9 +128,11 @@ def evaluate(model: FamilyModel, config: EvalConfig | None = None, progress: boo
     bar = tqdm(total=total, desc="eval", disable=not progress, dynamic_ncols=True)
 
     def sample(latents, prompts: list, seed: int):
+        scale = config.guidance if config.guidance is not None else \
+            defaults.guidance_scale(bool(latents.given.any()))
         with torch.no_grad():
-            result = generate(model, latents, model.encode_prompts(prompts), negative, guidance, sampler,
-                              config.seed + seed)
+            result = generate(model, latents, model.encode_prompts(prompts), negative, GuidanceConfig(scale=scale),
+                              sampler, config.seed + seed)
         bar.update(len(prompts))
         return result
 
@@ -223,7 +224,8 @@ def evaluate(model: FamilyModel, config: EvalConfig | None = None, progress: boo
         "held_out_shape_accuracy": mean(held_shape),
         "prompts": total,
         "steps": sampler.steps,
-        "guidance": guidance.scale,
+        "guidance": config.guidance if config.guidance is not None else defaults.guidance,
+        "given_frames_guidance": config.guidance if config.guidance is not None else defaults.given_frames_guidance,
         "seconds": round(time.perf_counter() - started, 1),
     }
 

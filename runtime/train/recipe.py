@@ -92,7 +92,8 @@ def _presets() -> dict:
         backbone_batch={"image": 48, "video": 16, "3d": 16},
         dataset={"image": 12000, "video": 4000, "3d": 4000},
         polish_stage=StageConfig(steps=700, learning_rate=1.5e-4, warmup_steps=20, ema_decay=0.995),
-        defaults=GenerationDefaults(width=64, height=64, frames=9, fps=8.0, steps=24, guidance=4.0, solver="heun"),
+        defaults=GenerationDefaults(width=64, height=64, frames=9, fps=8.0, steps=24, guidance=4.0,
+                                    given_frames_guidance=1.5, solver="heun"),
     )
     tiny = Preset(
         name="tiny",
@@ -110,7 +111,8 @@ def _presets() -> dict:
         backbone_batch={"image": 16, "video": 4, "3d": 4},
         dataset={"image": 256, "video": 64, "3d": 64},
         statistics_clips=64,
-        defaults=GenerationDefaults(width=32, height=32, frames=9, fps=8.0, steps=8, guidance=3.0, solver="heun"),
+        defaults=GenerationDefaults(width=32, height=32, frames=9, fps=8.0, steps=8, guidance=3.0,
+                                    given_frames_guidance=1.5, solver="heun"),
     )
     return {preset.name: preset for preset in (toyworld_preset, tiny)}
 

@@ -159,3 +159,35 @@ def test_the_samplers_cache_threshold_widget_turns_step_caching_on(tmp_path, cap
     skipped, calls = int(match[1]), int(match[2])
     assert calls == 47 and 0 < skipped < calls   # heun, 24 steps: 47 calls
     check_colour(files_of(result, out, "png")[0], "red")
+
+
+def test_a_sampler_without_guidance_uses_the_models_given_frames_guidance_on_given_frames(tmp_path):
+    """Image -> video without a Guidance node samples at the model's given_frames_guidance (1.5 on the demo model),
+    text -> image at its guidance (4): each equals the same workflow with a Guidance node of that scale."""
+    import json
+
+    def frames(name: str, scale=None) -> torch.Tensor:
+        prompt = json.loads((ROOT / "workflows" / "api" / f"{name}.json").read_text())
+        [sampler] = [key for key, node in prompt.items() if node["class_type"] == "UniDiTSampler"]
+        prompt[sampler]["inputs"]["steps"] = 3
+        for node in prompt.values():        # every frame as a PNG: lossless, so equal samples give equal files
+            if node["class_type"] == "UniDiTSaveVideo":
+                node.update(class_type="UniDiTSaveImage", inputs={"images": node["inputs"]["images"],
+                                                                    "filename_prefix": "frames"})
+        if scale is not None:
+            prompt[sampler]["inputs"]["guidance"] = ["99", 0]
+            prompt["99"] = {"class_type": "UniDiTGuidance", "inputs": {"scale": scale, "start": 1.0, "end": 0.0,
+                                                                       "rescale": 0.0}}
+        else:
+            prompt[sampler]["inputs"].pop("guidance", None)
+        path = tmp_path / f"{name}-{scale}.json"
+        path.write_text(json.dumps(prompt))
+        out = tmp_path / f"out-{name}-{scale}"
+        result = run_workflow(path, out, [], input_dir=tmp_path / "input", progress=False)
+        assert result.status == "success", result.error
+        return torch.stack([load_rgb(path) for path in sorted(files_of(result, out, "png"))])
+
+    unguided = frames("Image to video")
+    assert torch.equal(unguided, frames("Image to video", 1.5))
+    assert not torch.equal(unguided, frames("Image to video", 4.0))
+    assert torch.equal(frames("Text to image"), frames("Text to image", 4.0))

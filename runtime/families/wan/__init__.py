@@ -75,12 +75,14 @@ def capabilities(dit: WanDiT, vae, description: str) -> Capabilities:
                   modalities=("image", "video"), spatial_tiles=True)
     if config.in_channels == 48:   # Wan 2.2 TI2V-5B: 720p, 24 fps, image -> video by a given first frame
         defaults = GenerationDefaults(width=1280, height=704, frames=121, fps=24.0, steps=50, guidance=5.0,
-                                      solver="euler", shift=5.0, negative_prompt=NEGATIVE_PROMPT)
+                                      given_frames_guidance=5.0, solver="euler", shift=5.0,
+                                      negative_prompt=NEGATIVE_PROMPT)
         return Capabilities(family=description, given_frames=True, trained_sizes=((1280, 704), (704, 1280)),
                             defaults=defaults, **common)
     sizes = ((832, 480), (480, 832)) if config.dim < 5120 else ((1280, 720), (720, 1280), (832, 480), (480, 832))
     defaults = GenerationDefaults(width=832, height=480, frames=81, fps=16.0, steps=50, guidance=5.0,
-                                  solver="euler", shift=5.0, negative_prompt=NEGATIVE_PROMPT)
+                                  given_frames_guidance=5.0, solver="euler", shift=5.0,
+                                  negative_prompt=NEGATIVE_PROMPT)
     return Capabilities(family=description, given_frames=False, trained_sizes=sizes, defaults=defaults,
                         given_frames_hint="For image -> video use Wan 2.2 TI2V-5B (wan2.2_ti2v_5B).", **common)
 
