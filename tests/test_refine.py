@@ -56,3 +56,11 @@ def test_settings_that_cannot_work_are_refused(sampled):
     with pytest.raises(ValueError, match="sampled 3D latents"):
         refine_3d(model, replace(latents, modality="image"), positive, negative, GuidanceConfig(2.0),
                   RefineConfig(**QUICK), 0)
+
+
+def test_refine_with_score_distillation_runs_inside_inference_mode_as_comfyui_runs_nodes(sampled):
+    model, latents, positive, negative = sampled
+    with torch.inference_mode():
+        refined = refine_3d(model, latents, positive, negative, GuidanceConfig(2.0),
+                            RefineConfig(**QUICK, sds_steps=2, sds_weight=5.0), 0)
+    refined.splats.validate()

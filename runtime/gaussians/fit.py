@@ -29,7 +29,7 @@ every view's foreground) coloured by the pixels they project to.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Callable, Optional
 
 import torch
@@ -235,6 +235,23 @@ def fit_splats(images: torch.Tensor, cameras: Cameras, initial: Optional[Splats]
                config: Optional[FitConfig] = None, backgrounds: Optional[torch.Tensor] = None,
                on_step: Optional[Callable[[int, int], None]] = None,
                extra_loss: Optional[Callable[[int, int, Splats], Optional[torch.Tensor]]] = None) -> FitResult:
+    """Fit one splat to ``images`` seen by ``cameras`` (:func:`_fit_splats`), wherever it is called from.
+
+    The fit needs autograd, which hosts turn off around their nodes (ComfyUI runs them in
+    ``torch.inference_mode()``); tensors made there cannot be saved for backward, so the inputs are copied out of
+    inference mode first.
+    """
+    with torch.inference_mode(False), torch.enable_grad():
+        cameras = replace(cameras, **{f.name: getattr(cameras, f.name).clone() for f in fields(cameras)
+                                      if isinstance(getattr(cameras, f.name), torch.Tensor)})
+        return _fit_splats(images.clone(), cameras, initial, config,
+                           None if backgrounds is None else backgrounds.clone(), on_step, extra_loss)
+
+
+def _fit_splats(images: torch.Tensor, cameras: Cameras, initial: Optional[Splats] = None,
+                config: Optional[FitConfig] = None, backgrounds: Optional[torch.Tensor] = None,
+                on_step: Optional[Callable[[int, int], None]] = None,
+                extra_loss: Optional[Callable[[int, int, Splats], Optional[torch.Tensor]]] = None) -> FitResult:
     """Fit one splat to ``images`` [V, H, W, 3] (sRGB 0..1) seen by ``cameras`` (V cameras of size W x H).
 
     ``initial`` (B = 1) is the starting point (e.g. the splat decoder's output), else :func:`initial_splats`.

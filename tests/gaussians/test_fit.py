@@ -132,3 +132,18 @@ def test_fit_splats_node_fits_a_rig_of_frames_and_one_splat_per_latent_item():
     assert splat_from_comfy(splats).batch_size == 2
     with pytest.raises(ValueError, match="whole sets"):
         node.fit(both[:6], "orbit", 360.0, 2.0, 49.1, 20, 1, 0, cameras_from=latent)
+
+
+def test_fit_splats_runs_inside_inference_mode_as_comfyui_runs_nodes():
+    """ComfyUI executes nodes in torch.inference_mode(), with inputs made there; the fit still learns."""
+    from unidit.nodes.splats import UniDiTFitSplats
+    from unidit.nodes.types import splat_from_comfy
+
+    with torch.inference_mode():
+        rig = orbit_cameras([45.0 * k for k in range(8)], 20.0, width=32, height=32)
+        frames = toy_views("cube", rig)
+        initial = initial_splats(frames, rig, image_backgrounds(frames), 500, torch.Generator().manual_seed(0))
+        (splat,) = UniDiTFitSplats().fit(frames, "orbit", 360.0, 2.0, 49.1, 60, 1, 0)
+        result = fit_splats(frames, rig, initial=initial, config=FitConfig(iterations=30, initial_points=500))
+    assert splat_from_comfy(splat).batch_size == 1
+    assert result.losses[-1] < result.losses[0]
