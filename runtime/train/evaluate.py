@@ -204,7 +204,8 @@ def evaluate(model: FamilyModel, config: EvalConfig | None = None, progress: boo
     for image, frames in zip(images, chained):
         colour = toyworld.dominant_colour(image, object_mask(image))
         agreement += [colour is not None and toyworld.dominant_colour(f, object_mask(f)) == colour for f in frames]
-    refined_psnrs = refined_novel_view_psnrs(model, negative, guidance, sampler, config.seed + 5000)
+    text_guidance = GuidanceConfig(scale=config.guidance if config.guidance is not None else defaults.guidance)
+    refined_psnrs = refined_novel_view_psnrs(model, negative, text_guidance, sampler, config.seed + 5000)
     bar.close()
     fit_psnrs = fit_novel_view_psnrs(width, config.fit_iterations, config.seed)
 

@@ -86,7 +86,8 @@ def test_object_info_lists_every_node_in_comfyui_shape(server):
     assert sampler["output"] == ["LATENT"] and sampler["output_is_list"] == [False]
     assert info["UniDiTLoader"]["output_tooltips"] and "output_tooltips" not in info["SaveImage"]
     assert info["SaveImage"]["python_module"] == "nodes" and info["SaveImage"]["output_node"] is True
-    assert info["LoadImage"]["input"]["required"]["image"] == [["unidit_example.png"], {"image_upload": True}]
+    examples = sorted(path.name for path in (ROOT / "workflows" / "input").glob("*.png"))
+    assert info["LoadImage"]["input"]["required"]["image"] == [examples, {"image_upload": True}]
 
 
 def test_object_info_of_one_class_and_of_an_unknown_one(server):
