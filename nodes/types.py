@@ -14,8 +14,11 @@
 A MESH is in glTF's frame (y up, right-handed; ``(x, -y, -z)`` of the splat frame) with *linear* vertex colours,
 as core's SaveGLB writes its fields verbatim into a GLB (POSITION, and COLOR_0 where the core writes colours), so
 what it saves stands upright. The runtime's :class:`Mesh` stays in the splat frame with sRGB colours; the two
-conversions below map between them, so our Save Mesh writes the same file either way. Textured meshes also
-carry ``uvs`` and ``textures`` (sRGB), which core nodes ignore.
+conversions below map between them, so our Save Mesh writes the same file either way. Every value also carries
+``normals`` (glTF frame); textured meshes carry ``uvs`` and ``texture`` [B, T, T, 3] (sRGB). Cores whose MESH
+takes a texture (ComfyUI after May 2026) get a textured mesh without vertex colours, which glTF would multiply
+into the texture; our colours stay on the value as ``unidit_vertex_colors`` for our own nodes. Core SaveGLB of
+ComfyUI 0.3.64 and older writes positions and faces only (grey).
 """
 from __future__ import annotations
 
@@ -85,7 +88,7 @@ class Guidance:
 def latent_to_comfy(latents: Latents) -> dict:
     return {"samples": latents.samples, "unidit": {"modality": latents.modality, "given": latents.given,
                                                    "clean": latents.clean, "cameras": latents.cameras,
-                                                   "fps": latents.fps}}
+                                                   "fps": latents.fps, "control": latents.control}}
 
 
 def latent_from_comfy(value: dict) -> Latents:
@@ -96,7 +99,8 @@ def latent_from_comfy(value: dict) -> Latents:
     samples = value["samples"]
     if samples.ndim != 5:
         raise ValueError(f"UniDiT latents are [B, C, F, h, w]; this one is {tuple(samples.shape)}")
-    return Latents(samples, info["modality"], info["given"], info.get("clean"), info.get("cameras"), info.get("fps"))
+    return Latents(samples, info["modality"], info["given"], info.get("clean"), info.get("cameras"), info.get("fps"),
+                   info.get("control"))
 
 
 def flatten_frames(frames: torch.Tensor) -> torch.Tensor:
@@ -126,8 +130,9 @@ class MeshBatch:
     vertex_colors: Optional[torch.Tensor] = None
     vertex_counts: Optional[torch.Tensor] = None
     face_counts: Optional[torch.Tensor] = None
+    normals: Optional[torch.Tensor] = None    # [B, N, 3] unit, glTF frame
     uvs: Optional[torch.Tensor] = None        # textured meshes: [B, N, 2], glTF's convention (0, 0 top left)
-    textures: Optional[torch.Tensor] = None   # [B, T, T, 3] sRGB base colour (as a PNG holds it)
+    texture: Optional[torch.Tensor] = None    # [B, T, T, 3] sRGB base colour (as a PNG holds it)
 
 
 def meshes_to_comfy(meshes: list[Mesh]):
@@ -139,24 +144,35 @@ def meshes_to_comfy(meshes: list[Mesh]):
     vertices = torch.zeros(len(meshes), int(vertex_counts.max()), 3)
     faces = torch.zeros(len(meshes), int(face_counts.max()), 3, dtype=torch.int64)
     colors = torch.zeros(len(meshes), int(vertex_counts.max()), 3)
+    normals = torch.zeros(len(meshes), int(vertex_counts.max()), 3)
     for i, mesh in enumerate(meshes):
         vertices[i, :len(mesh.vertices)] = torch.as_tensor(mesh.vertices * GLTF_FROM_SPLAT, dtype=torch.float32)
         faces[i, :len(mesh.faces)] = torch.as_tensor(mesh.faces)
         colors[i, :len(mesh.vertices)] = torch.as_tensor(srgb_to_linear(mesh.vertex_colors), dtype=torch.float32)
+        normals[i, :len(mesh.vertices)] = torch.as_tensor(mesh.normals * GLTF_FROM_SPLAT, dtype=torch.float32)
     same_size = bool((vertex_counts == vertex_counts[0]).all() and (face_counts == face_counts[0]).all())
     counts = {} if same_size else {"vertex_counts": vertex_counts, "face_counts": face_counts}
+    textured = {}
+    if all(mesh.texture is not None for mesh in meshes):
+        uvs = torch.zeros(len(meshes), int(vertex_counts.max()), 2)
+        for i, mesh in enumerate(meshes):
+            uvs[i, :len(mesh.vertices)] = torch.as_tensor(mesh.uvs)
+        textured = {"uvs": uvs, "texture": torch.stack([torch.as_tensor(mesh.texture) for mesh in meshes])}
     core = comfy_bridge.core_type("MESH")
-    if core is not None and "vertex_colors" in inspect.signature(core).parameters:
-        value = core(vertices, faces, vertex_colors=colors, **counts)
+    parameters = inspect.signature(core).parameters if core is not None else {}
+    if "vertex_colors" in parameters:
+        extra = {"normals": normals} if "normals" in parameters else {}
+        if textured and "texture" in parameters:   # COLOR_0 would tint the texture: core gets the texture alone
+            value = core(vertices, faces, **textured, **extra, **counts)
+        else:
+            value = core(vertices, faces, vertex_colors=colors, **extra, **counts)
     else:
         # Older cores' MESH holds only vertices and faces; ours has the same fields plus colours, and core nodes
         # such as SaveGLB read it just the same.
         value = MeshBatch(vertices, faces, colors, counts.get("vertex_counts"), counts.get("face_counts"))
-    if all(mesh.texture is not None for mesh in meshes):    # carried along for our Save Mesh; core ignores them
-        value.uvs = torch.zeros(len(meshes), int(vertex_counts.max()), 2)
-        for i, mesh in enumerate(meshes):
-            value.uvs[i, :len(mesh.vertices)] = torch.as_tensor(mesh.uvs)
-        value.textures = torch.stack([torch.as_tensor(mesh.texture) for mesh in meshes])
+    value.unidit_vertex_colors, value.normals = colors, normals     # what our nodes read back
+    for name, tensor in textured.items():
+        setattr(value, name, tensor)
     return value
 
 
@@ -166,8 +182,10 @@ def meshes_from_comfy(value) -> list[Mesh]:
     meshes = []
     vertex_counts = getattr(value, "vertex_counts", None)
     face_counts = getattr(value, "face_counts", None)
-    colors = getattr(value, "vertex_colors", None)
-    uvs, textures = getattr(value, "uvs", None), getattr(value, "textures", None)
+    colors = getattr(value, "unidit_vertex_colors", None)
+    if colors is None:
+        colors = getattr(value, "vertex_colors", None)
+    uvs, textures = getattr(value, "uvs", None), getattr(value, "texture", None)
     for i in range(value.vertices.shape[0]):
         n = int(vertex_counts[i]) if vertex_counts is not None else value.vertices.shape[1]
         m = int(face_counts[i]) if face_counts is not None else value.faces.shape[1]

@@ -108,13 +108,36 @@ def test_a_core_mesh_class_with_colours_gets_them(monkeypatch):
                        atol=1e-5)
 
 
+def test_a_core_mesh_that_takes_textures_gets_the_texture_without_tinting_colours_and_normals(monkeypatch):
+    class CoreMesh:      # cores after May 2026: MESH(vertices, faces, uvs=None, vertex_colors=None, texture=None, ...)
+        def __init__(self, vertices, faces, uvs=None, vertex_colors=None, texture=None, vertex_counts=None,
+                     face_counts=None, normals=None):
+            self.vertices, self.faces, self.uvs, self.vertex_colors = vertices, faces, uvs, vertex_colors
+            self.texture, self.normals = texture, normals
+
+    from unidit.nodes.splats import UniDiTSplatToMesh
+    from unidit.runtime.gaussians.shapes import sphere_splats
+
+    monkeypatch.setattr(comfy_bridge, "core_type", lambda name: CoreMesh if name == "MESH" else None)
+    (value,) = UniDiTSplatToMesh().convert(sphere_splats(1500, radius=0.4), 48, 0.5, 3000, "silhouettes", 64)
+    assert isinstance(value, CoreMesh) and value.vertex_colors is None and value.texture.shape == (1, 64, 64, 3)
+    lengths = value.normals[0].norm(dim=1)
+    assert torch.allclose(lengths, torch.ones_like(lengths), atol=1e-3)
+    top = int(value.vertices[0, :, 1].argmax())          # y up: the top vertex's normal points up
+    assert value.normals[0, top, 1] > 0.9
+    (back,) = meshes_from_comfy(value)                   # our nodes still read our colours and the texture
+    assert back.texture.shape == (64, 64, 3)
+    assert np.allclose(srgb_to_linear(back.vertex_colors), value.unidit_vertex_colors[0].numpy(), atol=1e-5)
+    assert not np.allclose(back.vertex_colors, 0.8)       # not the light grey of a mesh without colours
+
+
 def test_splat_to_mesh_with_a_texture_saves_a_textured_glb_and_obj_mtl_png(tmp_path):
     from unidit.nodes.save import UniDiTSaveMesh
     from unidit.nodes.splats import UniDiTSplatToMesh
     from unidit.runtime.gaussians.shapes import sphere_splats
 
     (mesh,) = UniDiTSplatToMesh().convert(sphere_splats(1500, radius=0.4), 48, 0.5, 3000, "silhouettes", 128)
-    assert mesh.textures.shape == (1, 128, 128, 3)
+    assert mesh.texture.shape == (1, 128, 128, 3) and mesh.uvs.shape[2] == 2 and mesh.normals.shape[2] == 3
     token = comfy_bridge.use_host(comfy_bridge.HostServices(output_directory=tmp_path))
     try:
         saved_obj = UniDiTSaveMesh().save(mesh, "obj", "textured")["ui"]["unidit_3d"][0]
