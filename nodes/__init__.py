@@ -4,8 +4,8 @@ Class names never change once released, nor the order of their widgets (workflow
 position); tests/test_node_definitions.py guards both against a committed snapshot.
 """
 from .decode import UniDiTDecode, UniDiTDecodeSplat
-from .latents import (UniDiTContinueClip, UniDiTEmpty3DLatent, UniDiTEmptyImageLatent, UniDiTEmptyVideoLatent,
-                      UniDiTEncode, UniDiTImageCondition, UniDiTJoinClips, UniDiTKeyframes)
+from .latents import (UniDiTContinueClip, UniDiTControl, UniDiTEmpty3DLatent, UniDiTEmptyImageLatent,
+                      UniDiTEmptyVideoLatent, UniDiTEncode, UniDiTImageCondition, UniDiTJoinClips, UniDiTKeyframes)
 from .loader import UniDiTLoader, UniDiTLoRA, UniDiTPartsLoader, UniDiTUnloadModels
 from .refine import UniDiTRefine3D
 from .sampling import UniDiTGuidance, UniDiTSampler
@@ -24,6 +24,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "UniDiTEncode": "UniDiT Encode",
     "UniDiTImageCondition": "UniDiT Image Condition",
     "UniDiTKeyframes": "UniDiT Keyframes",
+    "UniDiTControl": "UniDiT Control",
     "UniDiTContinueClip": "UniDiT Continue Clip",
     "UniDiTJoinClips": "UniDiT Join Clips",
     "UniDiTGuidance": "UniDiT Guidance",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from ..runtime import memory_budget
 from ..runtime.gaussians.camera import RIG_PRESETS
-from ..runtime.generate import (condition_on_image, continue_clip, empty_latents, encode_latents, give_frames,
-                                join_clips, parse_positions)
+from ..runtime.generate import (attach_control, condition_on_image, continue_clip, empty_latents, encode_latents,
+                                give_frames, join_clips, parse_positions)
 from ..runtime.store import STORE
 from .types import CATEGORY, latent_from_comfy, latent_to_comfy, model_input, range_problem
 
@@ -190,6 +190,37 @@ class UniDiTKeyframes:
         latents = latent_from_comfy(latent)
         loaded = STORE.model(model, ("autoencoder",), latents.samples.shape)
         return (latent_to_comfy(give_frames(loaded, latents, images, parse_positions(positions))),)
+
+
+class UniDiTControl:
+    DESCRIPTION = ("Steers where the object is and what shape it has: a depth map (brighter = nearer, background "
+                   "black, as depth estimators give it) and/or an object mask (white = object). One map holds for "
+                   "every frame; a video takes one map per frame too (a mask per frame is a trajectory). Models "
+                   "trained with control maps follow them (the UniDiT demo model v2); others refuse.")
+    CATEGORY = f"{CATEGORY}/conditioning"
+    RETURN_TYPES = ("LATENT",)
+    RETURN_NAMES = ("latent",)
+    FUNCTION = "control"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": model_input(),
+            "latent": ("LATENT", {"tooltip": "A UniDiT image or video latent (given frames on it are kept)."}),
+        }, "optional": {
+            "depth": ("IMAGE", {"tooltip": "Depth map(s): brighter is nearer, the empty background black. "
+                                           "Stretched to the latent's size, which must have the same aspect."}),
+            "mask": ("MASK", {"tooltip": "Object mask(s): 1 (white) on the object. From an image: Convert Image "
+                                         "to Mask. One per video frame makes the object follow it."}),
+        }}
+
+    def control(self, model, latent, depth=None, mask=None):
+        if depth is None and mask is None:
+            raise ValueError("UniDiT Control needs a depth map, a mask or both: connect at least one")
+        latents = latent_from_comfy(latent)
+        loaded = STORE.model(model, parts=())
+        depth_maps = None if depth is None else depth[..., :3].float().mean(dim=-1)   # grey level of each pixel
+        return (latent_to_comfy(attach_control(loaded, latents, depth=depth_maps, mask=mask)),)
 
 
 class UniDiTContinueClip:

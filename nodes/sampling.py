@@ -110,4 +110,4 @@ class UniDiTSampler:
         result = generate(loaded, latents, positive, negative, guidance.config,
                           SamplerConfig(solver, steps, shift or None, denoise, cache_threshold), seed,
                           callback=on_step, cancel=comfy_bridge.should_stop)
-        return (latent_to_comfy(result),)
+        return {"ui": {"text": [warning] if warning else []}, "result": (latent_to_comfy(result),)}

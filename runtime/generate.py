@@ -19,6 +19,7 @@ import torch
 from einops import rearrange
 
 from . import memory_budget
+from .control import control_latent
 from .families import DenoiserConditioning, FamilyModel
 from .gaussians.camera import Cameras
 from .gaussians.splats import Splats
@@ -54,7 +55,7 @@ class Latents:
 
     samples [B, C, F, h, w]; modality "image" | "video" | "3d"; given [B, F] bool: frames held at ``clean``
     [B, C, F, h, w] during sampling (image -> video, image -> 3D); cameras: the V = F cameras of 3D views at
-    pixel resolution; fps of videos.
+    pixel resolution; fps of videos; control: [B, 4, F, h, w] control maps (runtime/control.py) or None.
     """
 
     samples: torch.Tensor
@@ -63,12 +64,17 @@ class Latents:
     clean: Optional[torch.Tensor] = None
     cameras: Optional[Cameras] = None
     fps: Optional[float] = None
+    control: Optional[torch.Tensor] = None
 
     def __post_init__(self):
         modality_index(self.modality)
         b, _, f = self.samples.shape[:3]
         if tuple(self.given.shape) != (b, f):
             raise ValueError(f"given mask must be [{b}, {f}], got {tuple(self.given.shape)}")
+        if self.control is not None and (self.control.shape[0] != b or self.control.shape[2:] !=
+                                         self.samples.shape[2:]):
+            raise ValueError(f"control maps {list(self.control.shape)} do not match the latent "
+                             f"{list(self.samples.shape)}")
         if self.modality == "3d" and (self.cameras is None or len(self.cameras) != f):
             raise ValueError(f"3D latents need one camera per view ({f})")
 
@@ -225,6 +231,39 @@ def condition_on_image(model: FamilyModel, latents: Latents, images: torch.Tenso
     return give_frames(model, latents, images, [0])
 
 
+def attach_control(model: FamilyModel, latents: Latents, depth: Optional[torch.Tensor] = None,
+                   mask: Optional[torch.Tensor] = None) -> Latents:
+    """Put control maps on image or video latents: ``depth`` and ``mask`` [N, H, W] in 0..1 (runtime/control.py),
+    either or both. One map serves every item and frame; N = batch size gives each image its own; for a video N =
+    its pixel frames gives each frame its own (a trajectory, for every item)."""
+    model.capabilities.check_control()
+    if latents.modality == "3d":
+        raise ValueError("control maps steer images and videos; 3D views take none (condition view 0 on an image "
+                         "made with control instead)")
+    b, _, f, h, w = latents.samples.shape
+    pixel_frames = 1 + model.capabilities.temporal_factor * (f - 1)
+    maps = {}
+    for kind, value in (("depth", depth), ("mask", mask)):
+        if value is None:
+            continue
+        value = value.float()
+        if value.ndim != 3:
+            raise ValueError(f"the {kind} map must be [N, H, W], got {list(value.shape)}")
+        n = value.shape[0]
+        if n == 1:
+            maps[kind] = value[None].expand(b, -1, -1, -1)                      # every item, every frame
+        elif latents.modality == "image" and n == b:
+            maps[kind] = value[:, None]                                        # one per image
+        elif latents.modality == "video" and n == pixel_frames:
+            maps[kind] = value[None].expand(b, -1, -1, -1)                      # one per frame: a trajectory
+        else:
+            wanted = f"1 or {b} (one per image)" if latents.modality == "image" else \
+                f"1 or {pixel_frames} (one per frame)"
+            raise ValueError(f"{n} {kind} maps for a {latents.modality} latent of batch {b}: give {wanted}")
+    control = control_latent(maps, f, h, w, model.capabilities.temporal_factor)
+    return replace(latents, control=control)
+
+
 def continue_clip(model: FamilyModel, clip: torch.Tensor, overlap: int, frames: int,
                   fps: Optional[float] = None, batch_size: int = 1) -> Latents:
     """A video latent of ``frames`` frames whose first ``overlap`` frames (1 + 4k) are the last ones of ``clip``
@@ -277,6 +316,8 @@ def generate(model: FamilyModel, latents: Latents, positive: TextConditioning,
                          f"{capabilities.latent_channels}: make the latent with the same model")
     if bool(latents.given.any()):
         capabilities.check_given_frames()
+    if latents.control is not None:
+        capabilities.check_control()
     b = latents.batch_size
     step_cache = sampler.step_cache()   # this run's alone: never kept on the shared model
     velocity = guided_denoiser(model, latents, positive, negative, guidance, step_cache)
@@ -285,7 +326,8 @@ def generate(model: FamilyModel, latents: Latents, positive: TextConditioning,
     shape = tuple(latents.samples.shape[1:])
     noise = seeded_noise([seed + i for i in range(b)], shape, device=device)
     sigmas = sampler.sigmas(capabilities.tokens_per_frame(shape[2], shape[3]), latents.frames,
-                            family_shift=capabilities.defaults.shift)
+                            family_shift=capabilities.defaults.shift,
+                            reference_tokens=capabilities.defaults.shift_reference_tokens)
     init = latents.samples.to(device) if sampler.denoise < 1 else None
     given = latents.given.to(device)
     clean = None if latents.clean is None else latents.clean.to(device)
@@ -315,13 +357,15 @@ def guided_denoiser(model: FamilyModel, latents: Latents, positive: TextConditio
         h, w = latents.samples.shape[-2:]
         rays = latents.cameras.resized(w, h).plucker_rays()  # [V, 6, h, w]
         plucker = rays.permute(1, 0, 2, 3).unsqueeze(0).expand(b, -1, -1, -1, -1).to(device, dtype)
+    control = None if latents.control is None else latents.control.to(device, dtype)
 
     def velocity_of(x, sigma, text):
         """The denoiser on a batch of ``repeats`` x B items (conditional and unconditional branches)."""
         repeats = x.shape[0] // b
         sigmas = torch.where(given, 0.0, float(sigma)).repeat(repeats, 1)  # [B * repeats, F]
         rays = None if plucker is None else plucker.repeat(repeats, 1, 1, 1, 1)
-        conditioning = DenoiserConditioning(text, latents.modality, rays, step_cache)
+        maps = None if control is None else control.repeat(repeats, 1, 1, 1, 1)   # both guidance branches
+        conditioning = DenoiserConditioning(text, latents.modality, rays, step_cache, maps)
         return model.denoiser(x.to(dtype), sigmas, conditioning).float()
 
     return guided_velocity(velocity_of, positive, negative, guidance)

@@ -150,8 +150,9 @@ app.registerExtension({
 });
 
 // Short notes that nodes return as {"ui": {"text": [...]}} (UniDiT Text Encode: the words the model does not know;
-// UniDiT Unload Models: what it unloaded), shown in a line under the node's widgets.
-const NOTE_NODES = new Set(["UniDiTTextEncode", "UniDiTUnloadModels"]);
+// UniDiT Sampler: a size the model was not trained at; UniDiT Unload Models: what it unloaded), shown in a line
+// under the node's widgets.
+const NOTE_NODES = new Set(["UniDiTTextEncode", "UniDiTSampler", "UniDiTUnloadModels"]);
 
 function showNote(node, output) {
   const text = (output?.text ?? []).join(" ");

@@ -56,6 +56,7 @@ class Capabilities:
     defaults: GenerationDefaults = field(default_factory=GenerationDefaults)
     given_frames_hint: str = ""              # why given frames are not supported, and what to use instead
     spatial_tiles: bool = False              # the autoencoder can work in overlapping spatial tiles
+    control: tuple[str, ...] = ()            # control maps it was trained to follow (runtime/control.py)
 
     @property
     def size_multiple(self) -> int:
@@ -85,12 +86,18 @@ class Capabilities:
             raise ValueError(f"{self.family} was not trained to hold given frames, so it cannot condition on an "
                              f"image. {self.given_frames_hint}".strip())
 
+    def check_control(self) -> None:
+        if not self.control:
+            raise ValueError(f"{self.family} was not trained to follow control maps (depth, masks); unplug UniDiT "
+                             f"Control, or use the UniDiT demo model v2, which takes them")
+
     def size_warning(self, width: int, height: int) -> Optional[str]:
         """A note when (width, height) is not a trained size, else None."""
         if not self.trained_sizes or (width, height) in self.trained_sizes:
             return None
         sizes = ", ".join(f"{w}x{h}" for w, h in self.trained_sizes)
-        return f"{self.family} was trained at {sizes}; {width}x{height} may come out worse"
+        return (f"{self.family} was trained at {sizes} (width x height); at {width}x{height} it may make empty or "
+                f"deformed pictures: pick one of those sizes")
 
 
 @dataclass(frozen=True)
@@ -112,6 +119,7 @@ class DenoiserConditioning:
     modality: str                              # "image" | "video" | "3d"
     plucker: Optional[torch.Tensor] = None     # [B, 6, F, h, w] camera rays of 3D views, or None
     step_cache: Optional[StepCache] = None     # the sampling run's first-block cache (sampling/step_cache.py)
+    control: Optional[torch.Tensor] = None     # [B, 4, F, h, w] control maps (runtime/control.py), or None
 
 
 class FamilyModel:

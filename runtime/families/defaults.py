@@ -1,7 +1,7 @@
 """What a model was made for: the sizes and sampler settings that nodes and the CLI start from."""
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Optional
 
 
@@ -25,6 +25,8 @@ class GenerationDefaults:
     #                                      keeps the image's colour in 69 % of frames, 1.5: in all)
     solver: str = "heun"
     shift: Optional[float] = None   # None: grows with the token count (flow.default_shift)
+    shift_reference_tokens: Optional[int] = None   # tokens per frame at which that shift is 1 (flow.default_shift)
+    trained_sizes: list = field(default_factory=list)   # [(width, height), ...] trained at; empty: width x height
     negative_prompt: str = ""
 
     def guidance_scale(self, given_frames: bool) -> float:
@@ -34,4 +36,10 @@ class GenerationDefaults:
     @classmethod
     def from_dict(cls, data: dict) -> "GenerationDefaults":
         known = {f.name for f in fields(cls)}
-        return cls(**{key: value for key, value in data.items() if key in known})
+        data = {key: value for key, value in data.items() if key in known}
+        data["trained_sizes"] = [tuple(size) for size in data.get("trained_sizes", [])]
+        return cls(**data)
+
+    def sizes(self) -> tuple[tuple[int, int], ...]:
+        """The (width, height) frame sizes the model was trained at."""
+        return tuple(tuple(size) for size in self.trained_sizes) or ((self.width, self.height),)

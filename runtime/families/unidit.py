@@ -9,6 +9,7 @@ import torch.nn as nn
 
 from ..bundle import ModelBundle
 from ..checkpoint import is_bundle
+from ..control import CONTROL_KINDS
 from ..lora import linear_layers
 from ..model.config import modality_index
 from ..model.dit import UniDiT
@@ -28,7 +29,8 @@ class UniDiTDenoiser(nn.Module):
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor, conditioning: DenoiserConditioning) -> torch.Tensor:
         modality = torch.full((x.shape[0],), modality_index(conditioning.modality), device=x.device)
-        return self.dit(x, sigma, conditioning.text, modality, conditioning.plucker, conditioning.step_cache)
+        return self.dit(x, sigma, conditioning.text, modality, conditioning.plucker, conditioning.step_cache,
+                        control=conditioning.control)
 
     def set_attention_backend(self, name: str) -> None:
         self.dit.set_attention_backend(name)
@@ -66,7 +68,8 @@ def model_from_bundle(bundle: ModelBundle, device: Optional[torch.device] = None
     capabilities = Capabilities(
         family="UniDiT", modalities=("image", "video", "3d"), given_frames=True, camera_conditioning=True,
         latent_channels=vae.latent_channels, spatial_factor=vae.spatial_factor, temporal_factor=vae.temporal_group,
-        patch=dit.patch_size, trained_sizes=((d.width, d.height),), defaults=d)
+        patch=dit.patch_size, trained_sizes=d.sizes(), defaults=d,
+        control=CONTROL_KINDS if dit.control_channels else ())
     text_encoder = BundleTextEncoder(bundle.text_encoder, bundle.tokenizer)
     # Per token: a few [tokens, width] tensors and the gated MLP's two [tokens, mlp] halves; per decoded pixel:
     # the frame decoder's full-resolution activations, for every frame of the clip at once (measured on the

@@ -23,6 +23,7 @@ class DiTConfig:
     text_dim: int = 256                # width of the text encoder's token embeddings and pooled vector
     patch_size: tuple = (1, 2, 2)      # (frames, y, x) latent cells per token
     camera_channels: int = 7           # Plücker rays (6) + given flag (1), entering through zero-init weights
+    control_channels: int = 0          # control maps (runtime/control.py), through zero-init weights; 0 = none
     timestep_freq_dim: int = 256       # sinusoidal features of the timestep
     rope_theta: float = 10000.0
     norm_eps: float = 1e-6

@@ -5,6 +5,7 @@ every frame has its own noise level sigma [B, F]; a frame at sigma = 0 is given 
 
     tokens  = Linear(patches of x)
             + Linear_zero(patches of [Plücker rays (6), given (1)])  camera and given-frame channels
+            + Linear_zero(patches of control maps)                    depth and mask (runtime/control.py), if any
     cond    = MLP(sinusoid(1000 sigma)) + MLP(pooled text) + modality embedding     per frame, [B, F, hidden]
     adaLN   = Linear_zero(SiLU(cond)) -> (shift, scale, gate) for attention and MLP, per frame; each block adds
               its own learned table
@@ -172,6 +173,7 @@ class UniDiT(nn.Module):
         dim, cells = config.hidden_size, math.prod(config.patch_size)
         self.patch_embed = nn.Linear(config.latent_channels * cells, dim)
         self.camera_embed = nn.Linear(config.camera_channels * cells, dim)
+        self.control_embed = nn.Linear(config.control_channels * cells, dim) if config.control_channels else None
         self.timestep_embed = nn.Sequential(nn.Linear(config.timestep_freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
         self.pooled_text_embed = nn.Sequential(nn.Linear(config.text_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
         self.modality_embed = nn.Embedding(len(MODALITIES), dim)
@@ -196,7 +198,9 @@ class UniDiT(nn.Module):
             nn.init.normal_(mlp[0].weight, std=0.02)
             nn.init.normal_(mlp[2].weight, std=0.02)
         nn.init.normal_(self.modality_embed.weight, std=0.02)
-        for module in (self.adaln[1], self.final_adaln[1], self.camera_embed, self.final_head):
+        for module in (self.adaln[1], self.final_adaln[1], self.camera_embed, self.control_embed, self.final_head):
+            if module is None:
+                continue
             nn.init.zeros_(module.weight)
             nn.init.zeros_(module.bias)
         for block in self.blocks:
@@ -207,13 +211,15 @@ class UniDiT(nn.Module):
         self.attention_backend = check_backend_name(name)
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor, text: TextConditioning, modality: torch.Tensor,
-                plucker: Optional[torch.Tensor] = None, step_cache: Optional[StepCache] = None) -> torch.Tensor:
+                plucker: Optional[torch.Tensor] = None, step_cache: Optional[StepCache] = None,
+                control: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Predict the velocity ``v = noise - x0`` of the noisy latent ``x``.
 
         x: [B, C, F, H, W]; sigma: [B, F] noise level of every frame (0 = a given, clean conditioning frame; a
         [B] tensor gives every frame the same level); text: the prompt batch; modality: [B] ids from
         ``MODALITIES``; plucker: [B, 6, F, H, W] camera rays of 3D views at latent resolution, or None;
-        step_cache: the sampling run's first-block cache (sampling/step_cache.py), or None to run every block.
+        step_cache: the sampling run's first-block cache (sampling/step_cache.py), or None to run every block;
+        control: [B, control_channels, F, H, W] control maps at latent resolution, or None (no maps).
         """
         b, c, f, h, w = x.shape
         config = self.config
@@ -237,6 +243,15 @@ class UniDiT(nn.Module):
         given_channel = given.reshape(b, 1, f, 1, 1).to(dtype).expand(b, 1, f, h, w)
         camera = torch.cat([plucker.to(dtype), given_channel], dim=1)
         tokens = self.patch_embed(patchify(x, patch)) + self.camera_embed(patchify(camera, patch))
+        if control is not None and self.control_embed is None:
+            raise ValueError("this model was not trained with control maps")
+        if self.control_embed is not None:
+            if control is None:
+                control = x.new_zeros(b, config.control_channels, f, h, w)
+            elif tuple(control.shape) != (b, config.control_channels, f, h, w):
+                raise ValueError(f"control maps must be [{b}, {config.control_channels}, {f}, {h}, {w}], got "
+                                 f"{list(control.shape)}")
+            tokens = tokens + self.control_embed(patchify(control.to(dtype), patch))
 
         # Conditioning per frame: the frame's noise level (a patch of frames takes its first frame's), the pooled
         # text and the modality.

@@ -11,6 +11,7 @@ from a logit-normal distribution.
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 
@@ -35,10 +36,15 @@ def shift_sigma(sigma, shift: float):
     return shift * sigma / (1 + (shift - 1) * sigma)
 
 
-def default_shift(num_tokens: int, frames: int = 1) -> float:
-    """A shift that grows with the token count: 1 at <= 256 tokens, 3 at 4096, linear in between and beyond,
-    times sqrt(frames) for videos and view sets (Open-Sora 2.0's rule)."""
-    base = 1.0 + 2.0 * max(0, num_tokens - 256) / (4096 - 256)
+def default_shift(num_tokens: int, frames: int = 1, reference_tokens: Optional[int] = None) -> float:
+    """A shift that grows with the token count per frame, times sqrt(frames) for videos and view sets: by
+    default 1 at <= 256 tokens, 3 at 4096, linear in between and beyond (Open-Sora 2.0's rule); with
+    ``reference_tokens`` (a model trained at several sizes) sqrt(num_tokens / reference_tokens), the
+    resolution-dependent shift of SD3 (the same noise level hides as much of the image at every size)."""
+    if reference_tokens:
+        base = math.sqrt(num_tokens / reference_tokens)
+    else:
+        base = 1.0 + 2.0 * max(0, num_tokens - 256) / (4096 - 256)
     return base * math.sqrt(max(1, frames))
 
 

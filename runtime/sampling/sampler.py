@@ -51,12 +51,14 @@ class SamplerConfig:
         """A new step cache for one sampling run, or None when caching is off."""
         return StepCache(self.cache_threshold) if self.cache_threshold > 0 else None
 
-    def sigmas(self, tokens_per_frame: int, frames: int = 1, family_shift: Optional[float] = None) -> torch.Tensor:
+    def sigmas(self, tokens_per_frame: int, frames: int = 1, family_shift: Optional[float] = None,
+               reference_tokens: Optional[int] = None) -> torch.Tensor:
         """The noise levels of a run over ``frames`` latent frames of ``tokens_per_frame`` tokens each. Without a
-        shift of its own the sampler uses ``family_shift`` (the model's default), else flow.default_shift."""
+        shift of its own the sampler uses ``family_shift`` (the model's default), else flow.default_shift (with
+        the model's ``reference_tokens``)."""
         shift = self.shift if self.shift is not None else family_shift
         if shift is None:
-            shift = default_shift(tokens_per_frame, frames)
+            shift = default_shift(tokens_per_frame, frames, reference_tokens)
         return sigma_schedule(self.steps, shift, self.denoise)
 
 

@@ -14,7 +14,18 @@ world (no learned metric, nothing downloaded).
 - extension seam: a clip continued from its last frame (Continue Clip) and joined (Join Clips): the mean
   absolute frame difference across the join divided by the mean between the other consecutive frames;
 - chain colour agreement: an image made from a prompt, then a video and 3D views conditioned on it: the fraction
-  of video frames and views whose object has the image's colour.
+  of video frames and views whose object has the image's colour;
+- video seams: on the text -> video samples, the mean absolute change between consecutive frames where the
+  autoencoder's frame groups begin (frames 0 -> 1, 4 -> 5, ...) divided by that at all other transitions
+  (ground-truth clips: about 1);
+- motion direction: "moving left/right/up/down" videos whose object centroid moves at least MOTION_DIRECTION_PX
+  pixels the prompted way between the first and the last frame;
+- colour and shape accuracy by size: as above at every frame size of ``SIZES_SCORED``;
+- image -> video, later frames: PSNR of frames 1 .. of videos conditioned on the first frame of a rendered clip
+  (with its caption) against the clip;
+- background accuracy: the grey level of the border of "... on <background>" images is nearest the named one;
+- depth control: the silhouette of images made with a rendered scene's depth map as control (and its caption)
+  against that scene's object mask (intersection over union); only for models that take control maps.
 """
 from __future__ import annotations
 
@@ -33,8 +44,9 @@ from ..families import FamilyModel
 from ..gaussians.camera import Cameras, orbit_cameras
 from ..gaussians.fit import FitConfig, fit_splats
 from ..gaussians.render import RenderConfig, render
-from ..generate import (condition_on_image, continue_clip, decode_frames, decode_splats, empty_latents, generate,
-                        give_frames, join_clips)
+from ..control import depth_image
+from ..generate import (attach_control, condition_on_image, continue_clip, decode_frames, decode_splats, empty_latents,
+                        generate, give_frames, join_clips)
 from ..refine import RefineConfig, refine_3d
 from ..sampling.guidance import GuidanceConfig
 from ..sampling.sampler import SamplerConfig
@@ -47,6 +59,12 @@ VIDEO_PROMPTS = ("a red cube moving left", "a blue ball moving right", "a bounci
 OBJECT_CHROMA = 0.08     # background is achromatic: pixels with more chroma belong to the object
 MOTION_THRESHOLD = 0.01  # mean absolute change between the first and last frame that counts as motion
 TEMPLATE_ZOOMS = (0.85, 0.92, 1.0, 1.08, 1.15)  # with the sizes 0.65, 1.0, 1.3: every scale from 0.55 to 1.5
+SIZES_SCORED = ((48, 48), (96, 96), (128, 128), (96, 64))   # (width, height) of colour and shape accuracy by size
+MOTION_DIRECTION_PX = 5.0
+DIRECTION_PROMPTS = ("a red cube moving left", "a green ball moving right", "a blue cylinder moving up",
+                     "a yellow cube moving down", "a cyan ball moving left", "a pink cube moving right",
+                     "an orange sphere moving up", "a purple cylinder moving down")
+BACKGROUND_SCORED = 8    # prompts per background
 
 
 @dataclass
@@ -78,11 +96,12 @@ def border_background(image: torch.Tensor) -> tuple[float, float, float]:
     return tuple(float(v) for v in border.median(dim=0).values)
 
 
-def shape_templates(resolution: int, yaws: int = 8, torus_tilts: int = 3) -> dict:
+def shape_templates(resolution: int, yaws: int = 8, torus_tilts: int = 3, width: int = 0) -> dict:
     """Silhouettes [K, H, W] of every shape, rendered by the toy world at each of its sizes and ``yaws`` turns (the
     torus within its yaw range, at ``torus_tilts`` tilts across its tilt range), each zoomed by every factor of
-    TEMPLATE_ZOOMS so that an object drawn between two of the world's sizes is scored by its shape."""
-    config = ToyWorldConfig(resolution=resolution)
+    TEMPLATE_ZOOMS so that an object drawn between two of the world's sizes is scored by its shape. ``resolution``
+    is the height (and the width, unless ``width`` is given)."""
+    config = ToyWorldConfig(resolution=resolution, width=0 if width == resolution else width)
     low, high = toyworld.TORUS_TILT
     torus_tilt_values = [low + (high - low) * j / max(1, torus_tilts - 1) for j in range(torus_tilts)]
     templates = {}
@@ -124,7 +143,10 @@ def evaluate(model: FamilyModel, config: EvalConfig | None = None, progress: boo
     world = ToyWorldConfig(resolution=width)
     image_pairs = [(colour, shape) for shape in SHAPES for colour in COLOURS]
     items = config.conditioned_items
-    total = len(image_pairs) + len(VIDEO_PROMPTS) + config.views_prompts + 8 * items   # 2 + 1 + 2 + 3 runs of items
+    control = bool(model.capabilities.control)
+    total = (len(image_pairs) * (1 + len(SIZES_SCORED)) + len(VIDEO_PROMPTS) + len(DIRECTION_PROMPTS)
+             + config.views_prompts + len(toyworld.BACKGROUNDS) * BACKGROUND_SCORED
+             + (9 + 2 * control) * items)   # 2 + 1 + 2 + 3 + 1 runs of items, and depth control's
     bar = tqdm(total=total, desc="eval", disable=not progress, dynamic_ncols=True)
 
     def sample(latents, prompts: list, seed: int):
@@ -136,31 +158,50 @@ def evaluate(model: FamilyModel, config: EvalConfig | None = None, progress: boo
         bar.update(len(prompts))
         return result
 
-    def run(modality: str, prompts: list, images: Optional[torch.Tensor] = None, seed: int = 0):
-        latents = empty_latents(model, modality, width, height, batch_size=len(prompts), frames=defaults.frames)
+    def run(modality: str, prompts: list, images: Optional[torch.Tensor] = None, seed: int = 0,
+            size: Optional[tuple[int, int]] = None):
+        w, h = size or (width, height)
+        latents = empty_latents(model, modality, w, h, batch_size=len(prompts), frames=defaults.frames)
         if images is not None:
             latents = condition_on_image(model, latents, images)
         return sample(latents, prompts, seed)
 
-    # text -> image: colour and shape
-    templates = shape_templates(width)
-    colour_hits, shape_hits, held_colour, held_shape = [], [], [], []
-    for start in range(0, len(image_pairs), config.batch_size):
-        pairs = image_pairs[start:start + config.batch_size]
-        frames = decode_frames(model, run("image", [f"a {c} {s}" for c, s in pairs], seed=start))[:, 0]
-        for (colour, shape), image in zip(pairs, frames):
-            mask = object_mask(image)
-            colour_ok = toyworld.dominant_colour(image, mask) == colour
-            shape_ok = bool(mask.any()) and classify_shape(mask, templates) == shape
-            colour_hits.append(colour_ok)
-            shape_hits.append(shape_ok)
-            if (colour, shape) in toyworld.HELD_OUT_PAIRS:
-                held_colour.append(colour_ok)
-                held_shape.append(shape_ok)
+    def colour_and_shape(size: tuple[int, int], seed: int) -> tuple[list, list, list]:
+        """Per (colour, shape) pair: colour right, shape right, and whether the pair is held out of training."""
+        templates = shape_templates(size[1], width=size[0])
+        colour_ok, shape_ok = [], []
+        for start in range(0, len(image_pairs), config.batch_size):
+            pairs = image_pairs[start:start + config.batch_size]
+            frames = decode_frames(model, run("image", [f"a {c} {s}" for c, s in pairs], seed=seed + start,
+                                              size=size))[:, 0]
+            for (colour, shape), image in zip(pairs, frames):
+                mask = object_mask(image)
+                colour_ok.append(toyworld.dominant_colour(image, mask) == colour)
+                shape_ok.append(bool(mask.any()) and classify_shape(mask, templates) == shape)
+        return colour_ok, shape_ok, [pair in toyworld.HELD_OUT_PAIRS for pair in image_pairs]
 
-    # text -> video: motion
+    # text -> image: colour and shape, at the default size and at the others
+    colour_hits, shape_hits, held = colour_and_shape((width, height), 0)
+    held_colour = [hit for hit, h in zip(colour_hits, held) if h]
+    held_shape = [hit for hit, h in zip(shape_hits, held) if h]
+    by_size = {f"{w}x{h}": colour_and_shape((w, h), 10_000 * (index + 1))[:2]
+               for index, (w, h) in enumerate(SIZES_SCORED)}
+
+    # text -> video: motion, seams between the autoencoder's frame groups, motion direction
     videos = decode_frames(model, run("video", list(VIDEO_PROMPTS), seed=1000))
     moving = [float((video[-1] - video[0]).abs().mean()) > MOTION_THRESHOLD for video in videos]
+    seam_ratio = video_seam_ratio(videos, model.capabilities.temporal_factor)
+    directed = decode_frames(model, run("video", list(DIRECTION_PROMPTS), seed=1500))
+    direction_hits = [moved_as_prompted(video, toyworld.parse_caption(prompt)["direction"])
+                      for video, prompt in zip(directed, DIRECTION_PROMPTS)]
+
+    # backgrounds named in the prompt
+    background_hits = []
+    for index, name in enumerate(toyworld.BACKGROUNDS):
+        pairs = [image_pairs[(7 * index + 5 * k) % len(image_pairs)] for k in range(BACKGROUND_SCORED)]
+        frames = decode_frames(model, run("image", [f"a {c} {s} on {name}" for c, s in pairs],
+                                          seed=1700 + 100 * index))[:, 0]
+        background_hits += [nearest_background(border_background(frame)) == name for frame in frames]
 
     # text -> 3D: the splat seen from each view against the view itself
     view_prompts = [f"a {colour} {SHAPES[i % len(SHAPES)]}" for i, colour in enumerate(COLOURS)]
@@ -173,6 +214,11 @@ def evaluate(model: FamilyModel, config: EvalConfig | None = None, progress: boo
     inputs = toyworld.render_images(scenes, world).rgb
     captions = [toyworld.caption(scene, generator) for scene in scenes]
     first_frames = decode_frames(model, run("video", captions, inputs, seed=3000))[:, 0]
+    later_scenes = toyworld.sample_scenes(items, generator, with_motion=True)
+    truth = toyworld.render_videos(later_scenes, replace(world, frames=defaults.frames)).rgb
+    later = decode_frames(model, run("video", [toyworld.caption(s, generator) for s in later_scenes], truth[:, 0],
+                                     seed=3500))
+    later_psnrs = [psnr(later[i, t], truth[i, t]) for i in range(items) for t in range(1, truth.shape[1])]
     view0 = decode_frames(model, run("3d", captions, inputs, seed=4000))[:, 0]
 
     # keyframes: a video between the first and last frames of rendered clips
@@ -204,6 +250,7 @@ def evaluate(model: FamilyModel, config: EvalConfig | None = None, progress: boo
     for image, frames in zip(images, chained):
         colour = toyworld.dominant_colour(image, object_mask(image))
         agreement += [colour is not None and toyworld.dominant_colour(f, object_mask(f)) == colour for f in frames]
+    control_ious = depth_control_ious(model, sample, world, generator, 2 * items) if control else []
     text_guidance = GuidanceConfig(scale=config.guidance if config.guidance is not None else defaults.guidance)
     refined_psnrs = refined_novel_view_psnrs(model, negative, text_guidance, sampler, config.seed + 5000)
     bar.close()
@@ -221,6 +268,13 @@ def evaluate(model: FamilyModel, config: EvalConfig | None = None, progress: boo
         "keyframe_psnr": round(sum(keyframe_psnrs) / len(keyframe_psnrs), 2),
         "extension_seam": round(sum(seams) / len(seams), 3),
         "chain_color_agreement": mean(agreement),
+        "video_seam_ratio": round(seam_ratio, 3),
+        "motion_direction_accuracy": mean(direction_hits),
+        "color_accuracy_by_size": {size: mean(hits[0]) for size, hits in by_size.items()},
+        "shape_accuracy_by_size": {size: mean(hits[1]) for size, hits in by_size.items()},
+        "i2v_later_frames_psnr": round(sum(later_psnrs) / len(later_psnrs), 2),
+        "background_accuracy": mean(background_hits),
+        "depth_control_iou": mean(control_ious) if control else None,
         "held_out_color_accuracy": mean(held_colour),
         "held_out_shape_accuracy": mean(held_shape),
         "prompts": total,
@@ -229,6 +283,56 @@ def evaluate(model: FamilyModel, config: EvalConfig | None = None, progress: boo
         "given_frames_guidance": config.guidance if config.guidance is not None else defaults.given_frames_guidance,
         "seconds": round(time.perf_counter() - started, 1),
     }
+
+
+def video_seam_ratio(videos: torch.Tensor, temporal_factor: int) -> float:
+    """Videos [B, T, H, W, 3]: the mean absolute change between consecutive frames at the transitions into the
+    first frame of each of the autoencoder's frame groups (0 -> 1, 4 -> 5, ...) over that at the others."""
+    steps = (videos[:, 1:] - videos[:, :-1]).abs().flatten(2).mean(2)     # [B, T - 1]: step t is frame t -> t + 1
+    at_seams = torch.arange(steps.shape[1]) % temporal_factor == 0
+    return float(steps[:, at_seams].mean() / steps[:, ~at_seams].mean().clamp_min(1e-6))
+
+
+def object_centroid(image: torch.Tensor) -> Optional[torch.Tensor]:
+    """(x, y) in pixels of the object's mask in [H, W, 3], or None where there is no object."""
+    mask = object_mask(image)
+    if not bool(mask.any()):
+        return None
+    ys, xs = torch.nonzero(mask, as_tuple=True)
+    return torch.stack([xs.float().mean(), ys.float().mean()])
+
+
+def moved_as_prompted(video: torch.Tensor, direction: str) -> bool:
+    """Whether the object's centroid moves at least MOTION_DIRECTION_PX pixels ``direction`` (image axes: up is -y)
+    from the first to the last frame of [T, H, W, 3]."""
+    start, end = object_centroid(video[0]), object_centroid(video[-1])
+    if start is None or end is None:
+        return False
+    along = torch.tensor(toyworld.DIRECTIONS[direction][:2])
+    return float((end - start) @ along) >= MOTION_DIRECTION_PX
+
+
+def nearest_background(colour: tuple[float, float, float]) -> str:
+    """The toy world's background whose grey level is nearest the mean of ``colour``."""
+    level = sum(colour) / 3
+    return min(toyworld.BACKGROUNDS, key=lambda name: abs(toyworld.BACKGROUNDS[name] - level))
+
+
+def depth_control_ious(model: FamilyModel, sample, world: ToyWorldConfig, generator: torch.Generator,
+                       items: int) -> list:
+    """Images made with a rendered scene's depth map (and its caption): the intersection over union of each
+    one's object with the scene's object mask."""
+    scenes = toyworld.sample_scenes(items, generator)
+    rendered = toyworld.render_images(scenes, world)
+    depth = depth_image(rendered.depth[:, None], rendered.alpha[:, None])
+    latents = empty_latents(model, "image", *world.size, batch_size=len(scenes))
+    latents = attach_control(model, latents, depth=depth[:, 0], mask=None)
+    images = decode_frames(model, sample(latents, [toyworld.caption(s, generator) for s in scenes], 9000))
+    return [iou(object_mask(image), alpha > 0.5) for image, alpha in zip(images[:, 0], rendered.alpha)]
+
+
+def iou(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a & b).sum()) / max(1, int((a | b).sum()))
 
 
 def evaluate_lora(model: FamilyModel, lora_path, config: EvalConfig | None = None, samples: int = 16) -> dict:

@@ -1,15 +1,21 @@
 """The recipe of the shipped demo bundle: presets and the training stages, from nothing to one .safetensors.
 
-    1. autoencoder     toy-world images and videos -> reconstruction (L1 + MSE) + KL, rendered fresh every step
+    1. autoencoder     toy-world images and videos at the preset's frame sizes -> reconstruction (L1 + MSE) +
+                       the frame-to-frame change of videos (L1, against seams between frames) + KL, rendered
+                       fresh every step
        decoder         the decoder alone, on posterior means (the encoder, hence the latent space, stays fixed):
                        sharper frames at a fraction of the cost of a full autoencoder step, with the object's
                        pixels weighted up and a hue term, so colours come out as named
     2. statistics      per-channel mean/std of the latents, so the backbone sees unit-variance latents
     3. splat decoder   4 rig views -> per-pixel Gaussians: ground-truth surfels + a render loss on 4 held-out views
-    4. latent dataset  images, videos and view sets rendered, encoded and cached with their captions
+    4. latent dataset  images, videos and view sets rendered, encoded and cached with their captions, at several
+                       frame sizes (one bucket each), with depth and mask control maps; some clips augmented
+                       out of the toy world (data.augment_clip)
     5. backbone        rectified flow on the cached latents with the text encoder, a task mixture as given-frame
                        masks (text -> image / video / 3D, image -> video, image -> 3D, extension, interpolation),
-                       caption dropout for guidance, unknown words for robustness
+                       control maps given at random, caption dropout for guidance, unknown words for robustness;
+                       each step draws every kind's clips from one size bucket, with the batch scaled so every
+                       step costs about the same, and noise levels shifted by the bucket's token count
 
 Every stage checkpoints into the work folder and resumes where it stopped; ``train_bundle`` with the same
 preset, seed and work folder continues an interrupted run and skips finished stages.
@@ -24,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from ..bundle import GenerationDefaults, ModelBundle
+from ..control import CONTROL_CHANNELS
 from ..gaussians.render import RenderConfig, render
 from ..gaussians.splats import Splats
 from ..gaussians.sh import rgb_to_sh0
@@ -34,7 +41,7 @@ from ..text.tokenizer import build_tokenizer
 from ..vae.autoencoder import AutoencoderConfig
 from ..vae.splat_decoder import SplatDecoderConfig
 from . import toyworld
-from .data import KINDS, build_latent_dataset, dataset_seconds, encode_clips, to_pixels
+from .data import KINDS, build_latent_dataset, dataset_seconds, encode_clips, size_name, to_pixels
 from .lora import add_lora, lora_layers, remove_lora
 from .toyworld import ToyWorldConfig
 from .trainer import StageConfig, TrainingStage
@@ -45,11 +52,12 @@ class TaskMixture:
     """How often a training clip is conditioned on given frames (the rest are text-only)."""
 
     image_to_video: float = 0.3        # video frame 0 given
-    extension: float = 0.05            # the first half of the video frames given
-    interpolation: float = 0.05        # the first and last video frames given
+    extension: float = 0.1             # the first half of the video frames given
+    interpolation: float = 0.1         # the first and last video frames given
     image_to_3d: float = 0.3           # view 0 given
     caption_dropout: float = 0.1       # caption replaced by "" (the unconditional branch of guidance)
     unknown_word: float = 0.1          # a word the vocabulary does not know inserted into the caption
+    control: float = 0.3               # images and videos given control maps: depth, mask or both (a third each)
 
 
 @dataclass
@@ -66,8 +74,10 @@ class Preset:
     splat_stage: StageConfig
     splat_batch: int                        # objects per step (each with 4 input and 4 held-out views)
     backbone_stage: StageConfig
-    backbone_batch: dict                    # clips per step by kind
-    dataset: dict                           # cached clips by kind
+    backbone_batch: dict                    # clips per step by kind, at the preset's default frame size
+    dataset: dict                           # cached clips by kind and frame size: {kind: {(width, height): n}}
+    autoencoder_sizes: tuple = ()           # frame sizes (width, height) the autoencoder stages draw from, as often
+    #                                         as listed (empty: the world's); images per step scale with the area
     polish_stage: Optional[StageConfig] = None  # a second, shorter backbone pass (sharper colour binding)
     statistics_clips: int = 256
     tasks: TaskMixture = field(default_factory=TaskMixture)
@@ -79,41 +89,49 @@ def _presets() -> dict:
         name="toyworld",
         world=ToyWorldConfig(resolution=64),
         dit=DiTConfig(latent_channels=8, hidden_size=256, depth=8, num_heads=4, mlp_hidden=704, text_dim=128,
-                      patch_size=(1, 4, 4)),
-        autoencoder=AutoencoderConfig(latent_channels=8, channels=(32, 64, 128)),
+                      patch_size=(1, 4, 4), control_channels=CONTROL_CHANNELS),
+        autoencoder=AutoencoderConfig(latent_channels=8, channels=(32, 64, 128), temporal="causal3d"),
         splat=SplatDecoderConfig(latent_channels=8, channels=(32, 64, 128)),
         text=TextEncoderConfig(width=128, depth=2, num_heads=4, max_length=24),
-        autoencoder_stage=StageConfig(steps=1000, learning_rate=1e-3, warmup_steps=50, ema_decay=0.998),
+        autoencoder_stage=StageConfig(steps=1200, learning_rate=1e-3, warmup_steps=50, ema_decay=0.998),
         autoencoder_batch=(24, 2),
+        autoencoder_sizes=((64, 64), (64, 64), (48, 48), (96, 96), (128, 128), (96, 64)),
         decoder_stage=StageConfig(steps=1000, learning_rate=4e-4, warmup_steps=20, ema_decay=0.995),
         splat_stage=StageConfig(steps=500, learning_rate=1e-3, warmup_steps=50, ema_decay=0.995),
         splat_batch=4,
-        backbone_stage=StageConfig(steps=4000, learning_rate=3e-4, warmup_steps=200, ema_decay=0.999),
+        backbone_stage=StageConfig(steps=7000, learning_rate=3e-4, warmup_steps=200, ema_decay=0.999),
         backbone_batch={"image": 48, "video": 16, "3d": 16},
-        dataset={"image": 12000, "video": 4000, "3d": 4000},
-        polish_stage=StageConfig(steps=700, learning_rate=1.5e-4, warmup_steps=20, ema_decay=0.995),
+        dataset={"image": {(64, 64): 6000, (48, 48): 1500, (96, 96): 1500, (128, 128): 1500, (96, 64): 1000,
+                           (64, 96): 500},
+                 "video": {(64, 64): 3200, (96, 64): 800},
+                 "3d": {(64, 64): 4000}},
+        polish_stage=StageConfig(steps=1000, learning_rate=1.5e-4, warmup_steps=20, ema_decay=0.995),
         defaults=GenerationDefaults(width=64, height=64, frames=9, fps=8.0, steps=24, guidance=4.0,
-                                    given_frames_guidance=1.5, solver="heun"),
+                                    given_frames_guidance=1.5, solver="heun", shift_reference_tokens=16),
     )
     tiny = Preset(
         name="tiny",
         world=ToyWorldConfig(resolution=32),
-        dit=DiTConfig(latent_channels=8, hidden_size=64, depth=2, num_heads=2, mlp_hidden=176, text_dim=32),
-        autoencoder=AutoencoderConfig(latent_channels=8, channels=(16, 32, 32)),
+        dit=DiTConfig(latent_channels=8, hidden_size=64, depth=2, num_heads=2, mlp_hidden=176, text_dim=32,
+                      control_channels=CONTROL_CHANNELS),
+        autoencoder=AutoencoderConfig(latent_channels=8, channels=(16, 32, 32), temporal="causal3d"),
         splat=SplatDecoderConfig(latent_channels=8, channels=(16, 32, 32)),
         text=TextEncoderConfig(width=32, depth=1, num_heads=2, max_length=24),
         autoencoder_stage=StageConfig(steps=120, learning_rate=2e-3, warmup_steps=10, ema_decay=0.9),
         autoencoder_batch=(16, 1),
+        autoencoder_sizes=((32, 32), (48, 32)),
         decoder_stage=StageConfig(steps=60, learning_rate=5e-4, warmup_steps=5, ema_decay=0.9),
         splat_stage=StageConfig(steps=40, learning_rate=2e-3, warmup_steps=5, ema_decay=0.9),
         splat_batch=2,
         backbone_stage=StageConfig(steps=150, learning_rate=1e-3, warmup_steps=10, ema_decay=0.95),
         backbone_batch={"image": 16, "video": 4, "3d": 4},
-        dataset={"image": 256, "video": 64, "3d": 64},
+        dataset={"image": {(32, 32): 192, (48, 32): 64}, "video": {(32, 32): 64}, "3d": {(32, 32): 64}},
         statistics_clips=64,
         defaults=GenerationDefaults(width=32, height=32, frames=9, fps=8.0, steps=8, guidance=3.0,
-                                    given_frames_guidance=1.5, solver="heun"),
+                                    given_frames_guidance=1.5, solver="heun", shift_reference_tokens=64),
     )
+    for preset in (toyworld_preset, tiny):
+        preset.defaults.trained_sizes = sorted(preset.dataset["image"])
     return {preset.name: preset for preset in (toyworld_preset, tiny)}
 
 
@@ -145,7 +163,8 @@ def train_bundle(preset: Preset, work_dir: Path, seed: int = 0, progress: bool =
 
     dataset = build_latent_dataset(bundle.autoencoder, preset.dataset, preset.world, seed + 1,
                                    work_dir / "latents.safetensors", progress=progress)
-    report["latent_dataset"] = {"clips": preset.dataset, "seconds": dataset_seconds(work_dir / "latents.safetensors")}
+    clips = {kind: {size_name(size): n for size, n in sizes.items()} for kind, sizes in preset.dataset.items()}
+    report["latent_dataset"] = {"clips": clips, "seconds": dataset_seconds(work_dir / "latents.safetensors")}
     stage = TrainingStage("backbone", {"dit": bundle.dit, "text": bundle.text_encoder}, preset.backbone_stage,
                           work_dir, seed, progress)
     report["backbone"] = _summary(stage.run(backbone_step(bundle, preset, dataset)), stage.seconds)
@@ -170,7 +189,8 @@ def fine_tune_lora(bundle: ModelBundle, preset: Preset, work_dir: Path, rank: in
     report; the bundle is left as it was."""
     work_dir = Path(work_dir)
     name = "latents.safetensors" if subject is None else f"latents-{'-'.join(subject)}.safetensors"
-    counts = preset.dataset if subject is None else {kind: min(LORA_CLIPS, n) for kind, n in preset.dataset.items()}
+    counts = preset.dataset if subject is None else {
+        kind: {preset.world.size: min(LORA_CLIPS, sum(sizes.values()))} for kind, sizes in preset.dataset.items()}
     dataset = build_latent_dataset(bundle.autoencoder, counts, preset.world, seed + 1, work_dir / name,
                                    progress=progress, subject=subject)
     steps = steps or LORA_STEPS
@@ -201,10 +221,16 @@ KL_WEIGHT = 1e-4
 
 
 def autoencoder_clips(preset: Preset, generator: torch.Generator) -> list:
-    """One batch for the autoencoder stages: (frames [N, T, H, W, 3], object coverage [N, T, H, W]) for still
-    images (one-frame clips), then for videos."""
+    """One batch for the autoencoder stages at one frame size drawn from ``preset.autoencoder_sizes``: (frames
+    [N, T, H, W, 3], object coverage [N, T, H, W]) for still images (one-frame clips, as many as cover the area
+    of ``autoencoder_batch[0]`` images at the world's size), then for videos (at the world's size)."""
     images, videos = preset.autoencoder_batch
-    rendered = toyworld.render_images(toyworld.sample_scenes(images, generator), preset.world)
+    sizes = preset.autoencoder_sizes or (preset.world.size,)
+    width, height = sizes[int(torch.randint(len(sizes), (1,), generator=generator))]
+    world = preset.world.at_size(width, height)
+    base_width, base_height = preset.world.size
+    images = max(1, round(images * base_width * base_height / (width * height)))
+    rendered = toyworld.render_images(toyworld.sample_scenes(images, generator), world)
     clips = [(rendered.rgb.unsqueeze(1), rendered.alpha.unsqueeze(1))]
     if videos:
         rendered = toyworld.render_videos(toyworld.sample_scenes(videos, generator, with_motion=True), preset.world)
@@ -212,20 +238,33 @@ def autoencoder_clips(preset: Preset, generator: torch.Generator) -> list:
     return clips
 
 
+TEMPORAL_WEIGHT = 1.0  # the frame-to-frame change of decoded videos against that of the clip (L1)
+
+
+def temporal_loss(decoded: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
+    """L1 between the decoded and the true change from each frame to the next, [N, 3, T, H, W] (0 for images):
+    a seam between frames is a change the clip does not have."""
+    if pixels.shape[2] < 2:
+        return decoded.new_zeros(())
+    return F.l1_loss(decoded.diff(dim=2), pixels.diff(dim=2))
+
+
 def autoencoder_step(bundle: ModelBundle, preset: Preset):
     autoencoder = bundle.autoencoder
 
     def step(index: int, generator: torch.Generator) -> dict:
         clips = autoencoder_clips(preset, generator)
-        reconstruction = kl = 0.0
+        reconstruction = temporal = kl = 0.0
         for rgb, _ in clips:
             pixels = to_pixels(rgb)
             mean, log_variance = autoencoder.encode_distribution(pixels)
             noise = torch.randn(mean.shape, generator=generator)
             decoded = autoencoder.decode_raw(mean + torch.exp(0.5 * log_variance) * noise)
             reconstruction = reconstruction + F.l1_loss(decoded, pixels) + F.mse_loss(decoded, pixels)
+            temporal = temporal + temporal_loss(decoded, pixels)
             kl = kl + 0.5 * (mean.square() + log_variance.exp() - 1 - log_variance).mean()
-        return {"loss": reconstruction + KL_WEIGHT * kl, "reconstruction": reconstruction, "kl": kl}
+        return {"loss": reconstruction + TEMPORAL_WEIGHT * temporal + KL_WEIGHT * kl,
+                "reconstruction": reconstruction, "temporal": temporal, "kl": kl}
 
     return step
 
@@ -257,7 +296,7 @@ def decoder_step(bundle: ModelBundle, preset: Preset):
     autoencoder = bundle.autoencoder
 
     def step(index: int, generator: torch.Generator) -> dict:
-        reconstruction = hue = 0.0
+        reconstruction = hue = temporal = 0.0
         for rgb, coverage in autoencoder_clips(preset, generator):
             pixels = to_pixels(rgb)
             with torch.no_grad():
@@ -267,12 +306,14 @@ def decoder_step(bundle: ModelBundle, preset: Preset):
             weight = 1.0 + OBJECT_WEIGHT * coverage
             error = (decoded - pixels).abs() + (decoded - pixels).square()
             reconstruction = reconstruction + (error * weight).sum() / (weight.sum() * error.shape[1])
+            temporal = temporal + temporal_loss(decoded, pixels)
             hue_direction = F.normalize(chroma(pixels), dim=1, eps=1e-6)
             decoded_chroma = chroma(decoded)
             along = (decoded_chroma * hue_direction).sum(dim=1, keepdim=True) * hue_direction
             off_hue = (decoded_chroma - along).norm(dim=1, keepdim=True)
             hue = hue + (off_hue * coverage).sum() / coverage.sum().clamp_min(1e-6)
-        return {"loss": reconstruction + HUE_WEIGHT * hue, "reconstruction": reconstruction, "hue": hue}
+        return {"loss": reconstruction + HUE_WEIGHT * hue + TEMPORAL_WEIGHT * temporal,
+                "reconstruction": reconstruction, "hue": hue, "temporal": temporal}
 
     return step
 
@@ -356,10 +397,19 @@ def backbone_step(bundle: ModelBundle, preset: Preset, dataset: dict):
     dit, text_encoder, tokenizer = bundle.dit, bundle.text_encoder, bundle.tokenizer
     patch = dit.config.patch_size
     tasks = preset.tasks
-    latent_size = preset.world.resolution // bundle.autoencoder.config.spatial_factor
-    plucker = preset.world.rig_cameras().resized(latent_size, latent_size).plucker_rays().permute(1, 0, 2, 3)
+    factor = bundle.autoencoder.config.spatial_factor
+    base_width, base_height = preset.world.size
+    reference_tokens = preset.defaults.shift_reference_tokens
+    rays = {}  # rig rays by latent size
 
-    def given_mask(kind: str, batch: int, frames: int, generator: torch.Generator) -> torch.Tensor:
+    def plucker(width: int, height: int) -> torch.Tensor:
+        if (width, height) not in rays:
+            cameras = preset.world.at_size(width, height).rig_cameras()
+            rays[width, height] = cameras.resized(width // factor, height // factor).plucker_rays().permute(1, 0, 2, 3)
+        return rays[width, height]
+
+    def given_mask(kind: str, batch: int, frames: int, augmented: torch.Tensor,
+                   generator: torch.Generator) -> torch.Tensor:
         given = torch.zeros(batch, frames, dtype=torch.bool)
         u = torch.rand(batch, generator=generator)
         if kind == "video":
@@ -372,27 +422,51 @@ def backbone_step(bundle: ModelBundle, preset: Preset, dataset: dict):
             given[interpolation, -1] = True
         elif kind == "3d":
             given[u < tasks.image_to_3d, 0] = True
+        given[augmented, 0] = True  # clips out of the toy world teach following the given frame, never text alone
         return given
+
+    def control_channels(maps: Optional[torch.Tensor], generator: torch.Generator) -> Optional[torch.Tensor]:
+        """Cached [B, 2, F, h, w] depth and mask values -> control channels with flags: for ``tasks.control`` of
+        the clips depth, the mask or both (a third each), else nothing."""
+        if maps is None or not dit.config.control_channels:
+            return None
+        batch = maps.shape[0]
+        u = torch.rand(batch, 2, generator=generator)
+        on = u[:, 0] < tasks.control
+        choice = (u[:, 1] * 3).long()                   # 0: depth, 1: mask, 2: both
+        flags = torch.stack([on & (choice != 1), on & (choice != 0)], dim=1).float()[:, :, None, None, None]
+        values = maps * flags
+        return torch.stack([values[:, 0], flags[:, 0].expand_as(values[:, 0]),
+                            values[:, 1], flags[:, 1].expand_as(values[:, 1])], dim=1)
 
     def step(index: int, generator: torch.Generator) -> dict:
         metrics, total = {}, 0.0
         for kind in KINDS:
-            batch = preset.backbone_batch.get(kind, 0)
-            if batch == 0 or kind not in dataset:
+            base_batch = preset.backbone_batch.get(kind, 0)
+            if base_batch == 0 or kind not in dataset:
                 continue
-            x0, captions = dataset[kind].sample(batch, generator)
-            captions = [augment_caption(c, tasks, generator) for c in captions]
+            buckets = dataset[kind]
+            bucket = buckets[int(torch.multinomial(torch.tensor([float(len(b)) for b in buckets]), 1,
+                                                   generator=generator))]
+            width, height = bucket.size
+            batch = max(2, round(base_batch * base_width * base_height / (width * height)))
+            drawn = bucket.sample(batch, generator)
+            x0 = drawn.latents
+            captions = [augment_caption(c, tasks, generator) for c in drawn.captions]
             text = text_encoder.encode(tokenizer, captions)
             frames = x0.shape[2]
-            given = given_mask(kind, batch, frames, generator)
+            given = given_mask(kind, batch, frames, drawn.augmented, generator)
+            control = control_channels(drawn.control, generator)
             tokens_per_frame = (x0.shape[3] // patch[1]) * (x0.shape[4] // patch[2])
-            sigma = sample_training_sigmas(batch, generator, shift=default_shift(tokens_per_frame, frames))
+            shift = default_shift(tokens_per_frame, frames, reference_tokens)
+            sigma = sample_training_sigmas(batch, generator, shift=shift)
             noise = torch.randn(x0.shape, generator=generator)
             hold = given[:, None, :, None, None]
             x = torch.where(hold, x0, add_noise(x0, noise, sigma.view(-1, 1, 1, 1, 1)))
-            rays = plucker.unsqueeze(0).expand(batch, -1, -1, -1, -1) if kind == "3d" else None
+            camera = plucker(width, height).unsqueeze(0).expand(batch, -1, -1, -1, -1) if kind == "3d" else None
             modality = torch.full((batch,), modality_index(kind), dtype=torch.long)
-            v = dit(x, torch.where(given, 0.0, sigma[:, None]), text, modality, rays)  # given frames at sigma 0
+            v = dit(x, torch.where(given, 0.0, sigma[:, None]), text, modality, camera,  # given frames at sigma 0
+                    control=control)
             free = (~hold).float().expand_as(v)
             loss = ((v - velocity_target(x0, noise)).square() * free).sum() / free.sum().clamp_min(1)
             metrics[kind] = loss

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import torch
@@ -80,7 +80,7 @@ MEDIUM_STATED = 0.2  # how often a caption says "medium"
 BACKGROUNDS = {"grey": 0.5, "light grey": 0.75, "white": 0.93, "black": 0.07}  # achromatic grey levels
 BACKGROUND_WORDS = {"grey": ("grey", "gray"), "light grey": ("light grey", "light gray"), "white": ("white",),
                     "black": ("black", "dark")}
-BACKGROUND_STATED = 0.5  # how often a caption names the background
+BACKGROUND_STATED = 0.8  # how often a caption names the background (as often as it has to be learnt as colour)
 
 # (colour, shape) pairs the training sampler never draws: the evaluation tests composition on them.
 HELD_OUT_PAIRS = (("purple", "torus"), ("yellow", "cone"), ("cyan", "cube"), ("pink", "cylinder"),
@@ -89,6 +89,8 @@ HELD_OUT_PAIRS = (("purple", "torus"), ("yellow", "cone"), ("cyan", "cube"), ("p
 # ---- motion (videos) --------------------------------------------------------------------------------------------
 
 MOTIONS = ("translate", "rotate", "bounce")
+# How often each motion is drawn: translation and spin weigh most (their direction is what prompts ask for).
+MOTION_WEIGHTS = {"translate": 0.5, "rotate": 0.3, "bounce": 0.2}
 ROTATING_SHAPES = ("cube", "torus")  # a yaw spin of the others (symmetric about the vertical) shows nothing
 DIRECTIONS = {"left": (-1.0, 0.0, 0.0), "right": (1.0, 0.0, 0.0), "up": (0.0, -1.0, 0.0), "down": (0.0, 1.0, 0.0)}
 TRANSLATE_DISTANCE = (0.25, 0.40)              # world units covered by the last frame
@@ -132,6 +134,7 @@ BOUNDING_RADIUS = {
 # a fifth of the ray spacing of a 64 x 64 image supersampled 2 x 2), and is a hit when nearer than HIT at the end.
 TORUS_ROUNDS, TORUS_STEPS_PER_ROUND, TORUS_BISECTIONS = 16, 8, 12
 TORUS_STOP, TORUS_MIN_STEP, TORUS_HIT = 1e-5, 3e-3, 1e-4
+FIELD_OF_VIEW_DEG = 49.1  # of the rig cameras, across the shorter side of a frame
 ITEMS_PER_CHUNK = 64  # images traced at once; bounds the memory of long videos and big batches
 
 # Ground-truth surfels: in-plane std = SURFEL_SCALE * pixel footprint (depth / fx), normal std a tenth of that.
@@ -176,22 +179,53 @@ class Scene:
 
 @dataclass
 class ToyWorldConfig:
-    resolution: int = 64   # images, video frames and views are resolution x resolution
+    resolution: int = 64   # frame height, and width unless ``width`` is set
     supersample: int = 2   # rays per pixel along each axis (antialiasing)
     frames: int = 9        # video length
     rig: str = "orbit"     # the 3D view rig (camera.RIG_PRESETS); its view 0 is the image and video camera
     views: int = 4         # views of the rig
+    width: int = 0         # frame width; 0 = square (``resolution``)
 
     def __post_init__(self):
-        if self.resolution < 1 or self.supersample < 1 or self.frames < 1:
-            raise ValueError(f"resolution, supersample and frames must be positive: {self}")
+        if self.resolution < 1 or self.supersample < 1 or self.frames < 1 or self.width < 0:
+            raise ValueError(f"resolution, width, supersample and frames must be positive: {self}")
+
+    @classmethod
+    def sized(cls, width: int, height: int, **kwargs) -> "ToyWorldConfig":
+        return cls(**kwargs).at_size(width, height)
+
+    def at_size(self, width: int, height: int) -> "ToyWorldConfig":
+        """This world with frames of ``width`` x ``height``."""
+        return replace(self, resolution=height, width=0 if width == height else width)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) of every frame."""
+        return (self.width or self.resolution, self.resolution)
 
     def rig_cameras(self) -> Cameras:
-        return camera_rig(self.rig, self.views, self.resolution, self.resolution)
+        """The rig at this frame size. The field of view (49.1 degrees) spans the shorter side, so an object
+        covers the same pixels at 64 x 64, 96 x 64 and 64 x 96 (a wider frame shows more around it)."""
+        width, height = self.size
+        fov = FIELD_OF_VIEW_DEG
+        if width < height:
+            fov = math.degrees(2 * math.atan(math.tan(math.radians(fov) / 2) * height / width))
+        return camera_rig(self.rig, self.views, width, height, fov_deg=fov)
 
     def front_camera(self) -> Cameras:
         """View 0 of the rig: the camera of images and videos."""
         return self.rig_cameras()[0]
+
+
+def _weighted_motion(u: float, shape: str) -> str:
+    """The motion at quantile ``u`` of ``MOTION_WEIGHTS`` (a spin only for the shapes where it shows)."""
+    choices = [m for m in MOTIONS if m != "rotate" or shape in ROTATING_SHAPES]
+    total = sum(MOTION_WEIGHTS[m] for m in choices)
+    for motion in choices:
+        u -= MOTION_WEIGHTS[motion] / total
+        if u < 0:
+            return motion
+    return choices[-1]
 
 
 def _uniform(u: torch.Tensor, bounds: tuple[float, float]) -> torch.Tensor:
@@ -228,8 +262,7 @@ def sample_scenes(count: int, generator: torch.Generator, include_held_out: bool
         motion = direction = None
         amount = 0.0
         if with_motion:
-            choices = MOTIONS if shape in ROTATING_SHAPES else ("translate", "bounce")
-            motion = choices[int(u[i, 2] * len(choices))]
+            motion = _weighted_motion(float(u[i, 2]), shape)
             reach = LARGE_MOTION_FACTOR if size == "large" else 1.0
             if motion == "translate":
                 direction = list(DIRECTIONS)[int(u[i, 3] * len(DIRECTIONS))]
@@ -263,9 +296,10 @@ def _chance(probability: float, generator: torch.Generator) -> bool:
     return float(torch.rand(1, generator=generator)) < probability
 
 
-def caption(scene: Scene, generator: torch.Generator) -> str:
-    """A varied caption naming the colour and shape, usually the size ("medium" rarely), sometimes the
-    background, and the motion of a video scene, e.g. "a small crimson ball on grey", "a spinning blue ring"."""
+def caption(scene: Scene, generator: torch.Generator, background: bool = True) -> str:
+    """A varied caption naming the colour and shape, usually the size ("medium" rarely), mostly the background
+    (never without ``background``: for a clip whose background is not the scene's), and the motion of a video
+    scene, e.g. "a small crimson ball on grey", "a spinning blue ring"."""
     size = "" if scene.size == "medium" and not _chance(MEDIUM_STATED, generator) else _pick(
         SIZE_WORDS[scene.size], generator)
     words = dict(size=size, colour=_pick(COLOUR_WORDS[scene.colour], generator),
@@ -281,9 +315,9 @@ def caption(scene: Scene, generator: torch.Generator) -> str:
     phrases = NOUN_PHRASES if scene.motion else NOUN_PHRASES + STILL_NOUN_PHRASES
     text = " ".join([_pick(VIDEO_PREFIXES if scene.motion else IMAGE_PREFIXES, generator),
                      _pick(phrases, generator).format(**words), after])
-    if _chance(BACKGROUND_STATED, generator):
-        background = _pick(BACKGROUND_WORDS[scene.background], generator)
-        text += " " + _pick(BACKGROUND_PHRASES, generator).format(background=background)
+    if _chance(BACKGROUND_STATED, generator) and background:
+        named = _pick(BACKGROUND_WORDS[scene.background], generator)
+        text += " " + _pick(BACKGROUND_PHRASES, generator).format(background=named)
     tokens = text.split()
     for i in range(len(tokens) - 1):
         if tokens[i] == "a" and tokens[i + 1][0] in "aeiou":

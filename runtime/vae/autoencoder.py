@@ -2,13 +2,25 @@
 
 A video of T = 1 + 4K frames becomes 1 + K latent frames: the first frame is encoded alone, then each group of
 4 frames together. An image is therefore exactly a one-frame video, and a 3D view set is a batch of images.
+Two temporal designs share the per-frame 2D trunk (``AutoencoderConfig.temporal``):
 
-    frames [B, 3, T, H, W]
-      -> per-frame 2D conv trunk, downsampling 2^levels  -> features [B, T, c, h, w]
-      -> latent frame 0 from frame 0; latent frame k from frames 4k-3 .. 4k   (causal: nothing looks ahead)
-      -> mean, log-variance [B, z, 1 + K, h, w]         (KL-regularised)
-    decode: latent frame 0 -> frame 0; latent frame k (with frame k - 1 as causal context) -> its 4 frames,
-            then the per-frame 2D conv trunk upsamples back to pixels.
+``"causal3d"`` (demo model v2): causal convolutions across time at the trunk's resolution, so every frame is
+made by the same layers and sees the frames before it, across group boundaries:
+
+    frames [B, 3, T, H, W] -> 2D trunk per frame (downsampling 2^levels) -> features [B, c, T, h, w]
+      -> causal (2+1)D residual blocks -> time / 2 -> blocks -> time / 2 -> blocks -> mean, log-variance
+    latents [B, z, 1 + K, h, w] -> blocks -> time x 2 -> blocks -> time x 2 -> blocks -> 2D trunk per frame
+
+    causal temporal conv: frame t sees frames t-2, t-1, t (before frame 0, frame 0 repeats)
+    time / 2: frames (t, t+1) -> one, with frame 0 paired with itself: 1 + 2m -> 1 + m
+    time x 2: each frame -> two, the first frame's first dropped: 1 + m -> 1 + 2m
+
+    Decoding in chunks of latent frames (``decode(..., chunk=n)``) carries each temporal conv's last two input
+    frames from one chunk to the next (the causal cache), and gives the same frames as decoding the whole clip.
+
+``"grouped"`` (the first demo model): latent frame 0 from frame 0; latent frame k from frames 4k-3 .. 4k stacked
+on channels; decoding maps latent frame k (with latent frame k - 1 as context) to its 4 frames. Frame groups
+are decoded by different layers, which shows as a jump at every group's first frame.
 
 Latents are normalised per channel (``latent_shift``, ``latent_scale``, measured on data after training) so the
 diffusion model sees roughly unit-variance latents. Pixels are in [-1, 1] inside the autoencoder.
@@ -16,11 +28,15 @@ diffusion model sees roughly unit-variance latents. Pixels are in [-1, 1] inside
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
+from typing import Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
+
+
+TEMPORAL_DESIGNS = ("causal3d", "grouped")
 
 
 @dataclass
@@ -29,11 +45,17 @@ class AutoencoderConfig:
     latent_channels: int = 16
     channels: tuple = (32, 64, 128, 128)   # trunk width at each resolution; len - 1 = number of 2x downsamplings
     temporal_group: int = 4                # frames per latent frame after the first
+    temporal: str = "grouped"              # "causal3d" or "grouped" (see the module docstring)
+    temporal_blocks: int = 1               # causal3d: residual blocks at each frame rate
     latent_shift: list = field(default_factory=list)  # per-channel mean of the raw latents (empty = 0)
     latent_scale: list = field(default_factory=list)  # per-channel std of the raw latents (empty = 1)
 
     def __post_init__(self):
         self.channels = tuple(int(c) for c in self.channels)
+        if self.temporal not in TEMPORAL_DESIGNS:
+            raise ValueError(f"unknown temporal design {self.temporal!r}; choose one of {list(TEMPORAL_DESIGNS)}")
+        if self.temporal == "causal3d" and self.temporal_group != 4:
+            raise ValueError("the causal3d autoencoder halves time twice: temporal_group must be 4")
 
     @property
     def spatial_factor(self) -> int:
@@ -111,18 +133,132 @@ class FrameDecoder(nn.Module):
         return self.conv_out(F.silu(self.norm_out(self.layers(x))))
 
 
+class CausalTimeConv(nn.Module):
+    """A convolution across time only (3 frames, 1x1 in space) on [B, C, T, h, w], causal: frame t sees frames
+    t-2 .. t; before the clip's first frame, the first frame repeats. With a ``cache`` (a dict shared by one chunked
+    decode) the last two input frames carry over to the next chunk."""
+
+    KERNEL = 3
+
+    def __init__(self, channels_in: int, channels_out: int):
+        super().__init__()
+        self.conv = nn.Conv3d(channels_in, channels_out, (self.KERNEL, 1, 1))
+
+    def forward(self, x: torch.Tensor, cache: Optional[dict] = None) -> torch.Tensor:
+        past = cache.get(self) if cache is not None else None
+        if past is None:
+            past = x[:, :, :1].expand(-1, -1, self.KERNEL - 1, -1, -1)
+        padded = torch.cat([past, x], dim=2)
+        if cache is not None:
+            cache[self] = padded[:, :, -(self.KERNEL - 1):]
+        return self.conv(padded)
+
+
+def per_frame(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A 2D module applied to every frame of [B, C, T, h, w]."""
+    b = x.shape[0]
+    out = module(rearrange(x, "b c t h w -> (b t) c h w"))
+    return rearrange(out, "(b t) c h w -> b c t h w", b=b)
+
+
+class CausalResBlock(nn.Module):
+    """x + time(silu(norm(space(silu(norm(x)))))): a 3x3 convolution in each frame, then a causal one across time;
+    the group norms are per frame, so nothing looks ahead."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(8, channels)
+        self.space = nn.Conv2d(channels, channels, 3, padding=1)
+        self.norm2 = nn.GroupNorm(8, channels)
+        self.time = CausalTimeConv(channels, channels)
+
+    def forward(self, x: torch.Tensor, cache: Optional[dict] = None) -> torch.Tensor:
+        h = per_frame(lambda f: self.space(F.silu(self.norm1(f))), x)
+        h = per_frame(lambda f: F.silu(self.norm2(f)), h)
+        return x + self.time(h, cache)
+
+
+class TimeDownsample(nn.Module):
+    """[B, C, 1 + 2m, h, w] -> [B, C, 1 + m, h, w]: frames (2i - 1, 2i) -> one, frame 0 paired with itself."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.pair = nn.Conv3d(2 * channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        padded = torch.cat([x[:, :, :1], x], dim=2)
+        return self.pair(rearrange(padded, "b c (m two) h w -> b (two c) m h w", two=2))
+
+
+class TimeUpsample(nn.Module):
+    """[B, C, 1 + m, h, w] -> [B, C, 1 + 2m, h, w]: every frame -> two; the clip's first frame keeps only its
+    second (so frame 0 comes from latent frame 0 alone). In a chunked decode only the first chunk drops one."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.split = nn.Conv3d(channels, 2 * channels, 1)
+
+    def forward(self, x: torch.Tensor, first_chunk: bool = True) -> torch.Tensor:
+        doubled = rearrange(self.split(x), "b (two c) m h w -> b c (m two) h w", two=2)
+        return doubled[:, :, 1:] if first_chunk else doubled
+
+
+class CausalTemporalEncoder(nn.Module):
+    """Trunk features [B, c, T, h, w] -> moments [B, 2z, 1 + (T - 1) / 4, h, w]."""
+
+    def __init__(self, config: AutoencoderConfig):
+        super().__init__()
+        width, n = config.channels[-1], config.temporal_blocks
+        self.stages = nn.ModuleList(nn.ModuleList(CausalResBlock(width) for _ in range(n)) for _ in range(3))
+        self.downsamples = nn.ModuleList(TimeDownsample(width) for _ in range(2))
+        self.norm_out = nn.GroupNorm(8, width)
+        self.conv_out = nn.Conv2d(width, 2 * config.latent_channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for index, blocks in enumerate(self.stages):
+            if index:
+                x = self.downsamples[index - 1](x)
+            for block in blocks:
+                x = block(x)
+        return per_frame(lambda f: self.conv_out(F.silu(self.norm_out(f))), x)
+
+
+class CausalTemporalDecoder(nn.Module):
+    """Latents [B, z, 1 + K, h, w] -> trunk features [B, c, 1 + 4K, h, w], in chunks with a causal cache."""
+
+    def __init__(self, config: AutoencoderConfig):
+        super().__init__()
+        width, n = config.channels[-1], config.temporal_blocks
+        self.conv_in = nn.Conv2d(config.latent_channels, width, 3, padding=1)
+        self.stages = nn.ModuleList(nn.ModuleList(CausalResBlock(width) for _ in range(n)) for _ in range(3))
+        self.upsamples = nn.ModuleList(TimeUpsample(width) for _ in range(2))
+
+    def forward(self, raw: torch.Tensor, cache: Optional[dict] = None, first_chunk: bool = True) -> torch.Tensor:
+        x = per_frame(self.conv_in, raw)
+        for index, blocks in enumerate(self.stages):
+            if index:
+                x = self.upsamples[index - 1](x, first_chunk)
+            for block in blocks:
+                x = block(x, cache)
+        return x
+
+
 class CausalVideoAutoencoder(nn.Module):
     def __init__(self, config: AutoencoderConfig):
         super().__init__()
         self.config = config
         width, z, group = config.channels[-1], config.latent_channels, config.temporal_group
         self.frame_encoder = FrameEncoder(config)
-        self.first_to_latent = nn.Sequential(ResBlock(width, width), nn.Conv2d(width, 2 * z, 3, padding=1))
-        self.group_to_latent = nn.Sequential(nn.Conv2d(group * width, width, 1), ResBlock(width, width),
-                                             nn.Conv2d(width, 2 * z, 3, padding=1))
-        self.latent_to_first = nn.Sequential(nn.Conv2d(z, width, 3, padding=1), ResBlock(width, width))
-        self.latent_to_group = nn.Sequential(nn.Conv2d(2 * z, width, 3, padding=1), ResBlock(width, width),
-                                             nn.Conv2d(width, group * width, 1))
+        if config.temporal == "causal3d":
+            self.temporal_encoder = CausalTemporalEncoder(config)
+            self.temporal_decoder = CausalTemporalDecoder(config)
+        else:
+            self.first_to_latent = nn.Sequential(ResBlock(width, width), nn.Conv2d(width, 2 * z, 3, padding=1))
+            self.group_to_latent = nn.Sequential(nn.Conv2d(group * width, width, 1), ResBlock(width, width),
+                                                 nn.Conv2d(width, 2 * z, 3, padding=1))
+            self.latent_to_first = nn.Sequential(nn.Conv2d(z, width, 3, padding=1), ResBlock(width, width))
+            self.latent_to_group = nn.Sequential(nn.Conv2d(2 * z, width, 3, padding=1), ResBlock(width, width),
+                                                 nn.Conv2d(width, group * width, 1))
         self.frame_decoder = FrameDecoder(config)
         shift = torch.tensor(config.latent_shift or [0.0] * z, dtype=torch.float32)
         scale = torch.tensor(config.latent_scale or [1.0] * z, dtype=torch.float32)
@@ -131,6 +267,8 @@ class CausalVideoAutoencoder(nn.Module):
 
     def decoder_modules(self) -> dict:
         """The modules that map latents to frames (trainable apart from the encoder)."""
+        if self.config.temporal == "causal3d":
+            return {"temporal_decoder": self.temporal_decoder, "frame_decoder": self.frame_decoder}
         return {"latent_to_first": self.latent_to_first, "latent_to_group": self.latent_to_group,
                 "frame_decoder": self.frame_decoder}
 
@@ -148,16 +286,22 @@ class CausalVideoAutoencoder(nn.Module):
         factor = self.config.spatial_factor
         if h % factor or w % factor:
             raise ValueError(f"frame size {h}x{w} must be divisible by {factor}")
-        group = self.config.temporal_group
-        features = self.frame_encoder(rearrange(frames, "b c t h w -> (b t) c h w"))
-        features = rearrange(features, "(b t) c h w -> b t c h w", b=b)
-        moments = self.first_to_latent(features[:, 0]).unsqueeze(1)  # [B, 1, 2z, h, w]
-        if latent_frames > 1:
-            groups = rearrange(features[:, 1:], "b (k g) c h w -> (b k) (g c) h w", g=group)
-            rest = rearrange(self.group_to_latent(groups), "(b k) c h w -> b k c h w", b=b)
-            moments = torch.cat([moments, rest], dim=1)
-        mean, log_variance = rearrange(moments, "b k c h w -> b c k h w").chunk(2, dim=1)
+        features = per_frame(self.frame_encoder, frames)                       # [B, width, T, h, w]
+        if self.config.temporal == "causal3d":
+            moments = self.temporal_encoder(features)
+        else:
+            moments = self._grouped_moments(features, latent_frames)
+        mean, log_variance = moments.chunk(2, dim=1)
         return mean, log_variance.clamp(-30.0, 20.0)
+
+    def _grouped_moments(self, features: torch.Tensor, latent_frames: int) -> torch.Tensor:
+        b, group = features.shape[0], self.config.temporal_group
+        moments = self.first_to_latent(features[:, :, 0]).unsqueeze(2)  # [B, 2z, 1, h, w]
+        if latent_frames > 1:
+            groups = rearrange(features[:, :, 1:], "b c (k g) h w -> (b k) (g c) h w", g=group)
+            rest = rearrange(self.group_to_latent(groups), "(b k) c h w -> b c k h w", b=b)
+            moments = torch.cat([moments, rest], dim=2)
+        return moments
 
     def encode(self, frames: torch.Tensor, generator: torch.Generator | None = None,
                sample: bool = False) -> torch.Tensor:
@@ -175,11 +319,22 @@ class CausalVideoAutoencoder(nn.Module):
     def denormalize(self, latents: torch.Tensor) -> torch.Tensor:
         return latents * self.latent_scale + self.latent_shift
 
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Normalised latents [B, z, 1 + K, h, w] -> frames [B, 3, 1 + 4K, H, W] in [-1, 1] (unclamped)."""
-        return self.decode_raw(self.denormalize(latents))
+    def decode(self, latents: torch.Tensor, chunk: Optional[int] = None) -> torch.Tensor:
+        """Normalised latents [B, z, 1 + K, h, w] -> frames [B, 3, 1 + 4K, H, W] in [-1, 1] (unclamped).
+        ``chunk`` latent frames at a time (causal3d), with the same result, bounds the decoder's memory."""
+        return self.decode_raw(self.denormalize(latents), chunk)
 
-    def decode_raw(self, raw: torch.Tensor) -> torch.Tensor:
+    def decode_raw(self, raw: torch.Tensor, chunk: Optional[int] = None) -> torch.Tensor:
+        if self.config.temporal == "causal3d":
+            cache, pieces = {}, []
+            step = chunk or raw.shape[2]
+            for start in range(0, raw.shape[2], step):
+                features = self.temporal_decoder(raw[:, :, start:start + step], cache, first_chunk=start == 0)
+                pieces.append(per_frame(self.frame_decoder, features))
+            return torch.cat(pieces, dim=2)
+        return per_frame(self.frame_decoder, self._grouped_features(raw))
+
+    def _grouped_features(self, raw: torch.Tensor) -> torch.Tensor:
         b = raw.shape[0]
         frames = rearrange(raw, "b z k h w -> b k z h w")
         features = [self.latent_to_first(frames[:, 0]).unsqueeze(1)]               # [B, 1, width, h, w]
@@ -187,6 +342,4 @@ class CausalVideoAutoencoder(nn.Module):
             pairs = torch.cat([frames[:, 1:], frames[:, :-1]], dim=2)             # each latent frame + the one before
             grouped = self.latent_to_group(rearrange(pairs, "b k z h w -> (b k) z h w"))
             features.append(rearrange(grouped, "(b k) (g c) h w -> b (k g) c h w", b=b, g=self.config.temporal_group))
-        features = torch.cat(features, dim=1)                                         # [B, T, width, h, w]
-        pixels = self.frame_decoder(rearrange(features, "b t c h w -> (b t) c h w"))
-        return rearrange(pixels, "(b t) c h w -> b c t h w", b=b)
+        return rearrange(torch.cat(features, dim=1), "b t c h w -> b c t h w")         # [B, width, T, h, w]

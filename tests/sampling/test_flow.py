@@ -55,3 +55,10 @@ def test_training_sigmas_are_logit_normal():
     logits = torch.log(sigmas / (1 - sigmas))
     assert abs(float(logits.mean())) < 0.03 and abs(float(logits.std()) - 1) < 0.03
     assert abs(float(sigmas.median()) - 0.5) < 0.02
+
+
+def test_a_reference_token_count_gives_the_resolution_dependent_shift():
+    assert default_shift(16, reference_tokens=16) == 1.0
+    assert default_shift(64, reference_tokens=16) == pytest.approx(2.0)        # twice the side: shift 2
+    assert default_shift(9, reference_tokens=16) == pytest.approx(0.75)
+    assert default_shift(64, frames=4, reference_tokens=16) == pytest.approx(4.0)

@@ -52,3 +52,47 @@ def test_a_disk_is_a_sphere_and_a_square_a_cube(templates):
     square[side, side] = True
     assert evaluate.classify_shape(centred_disk(0.3 * RESOLUTION), templates) == "sphere"
     assert evaluate.classify_shape(square, templates) == "cube"
+
+
+# ---- the v2 scores: seams, motion direction, backgrounds, sizes --------------------------------------------------
+
+def moving_clips(count: int = 8, seed: int = 3):
+    scenes = tw.sample_scenes(count, torch.Generator().manual_seed(seed), with_motion=True)
+    return scenes, tw.render_videos(scenes, tw.ToyWorldConfig(resolution=RESOLUTION)).rgb
+
+
+def test_ground_truth_clips_have_no_seams_and_a_jump_at_a_group_start_is_one():
+    _, clips = moving_clips()
+    assert evaluate.video_seam_ratio(clips, 4) == pytest.approx(1.0, abs=0.35)
+    jumped = clips.clone()
+    jumped[:, 1:] = (jumped[:, 1:] + 0.05).clamp(0, 1)        # every frame after frame 0 a little brighter
+    jumped[:, 5:] = (jumped[:, 5:] - 0.05).clamp(0, 1)        # and back at frame 5
+    assert evaluate.video_seam_ratio(jumped, 4) > 2.0
+
+
+def test_motion_direction_reads_the_rendered_translations():
+    scenes = [tw.Scene("cube", "red", "medium", "grey", motion="translate", direction=d, amount=0.35)
+              for d in tw.DIRECTIONS]
+    clips = tw.render_videos(scenes, tw.ToyWorldConfig(resolution=RESOLUTION)).rgb
+    for scene, clip in zip(scenes, clips):
+        assert evaluate.moved_as_prompted(clip, scene.direction)
+        opposite = {"left": "right", "right": "left", "up": "down", "down": "up"}[scene.direction]
+        assert not evaluate.moved_as_prompted(clip, opposite)
+    still = clips[:, :1].expand_as(clips)
+    assert not any(evaluate.moved_as_prompted(clip, "left") for clip in still)
+    assert all(evaluate.toyworld.parse_caption(p)["direction"] for p in evaluate.DIRECTION_PROMPTS)
+
+
+def test_backgrounds_are_named_from_the_border_of_renders():
+    for name in tw.BACKGROUNDS:
+        image = tw.render_images([tw.Scene("cone", "blue", "large", name)], tw.ToyWorldConfig(resolution=32)).rgb[0]
+        assert evaluate.nearest_background(evaluate.border_background(image)) == name
+
+
+def test_shapes_are_named_at_every_scored_size():
+    for width, height in evaluate.SIZES_SCORED:
+        templates = evaluate.shape_templates(height, yaws=4, width=width)
+        scenes = [tw.Scene(shape, "red", "medium", "grey", yaw=0.3, tilt=0.8 if shape == "torus" else 0.0)
+                  for shape in tw.SHAPES]
+        masks = tw.render_images(scenes, tw.ToyWorldConfig.sized(width, height)).alpha > 0.5
+        assert [evaluate.classify_shape(m, templates) for m in masks] == list(tw.SHAPES), (width, height)

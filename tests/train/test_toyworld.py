@@ -61,7 +61,8 @@ def test_captions_name_the_scene_in_known_words():
         assert read.get("motion") == scene.motion and read.get("direction") == scene.direction, text
     assert len(set(captions)) > 1500  # varied phrasing
     assert sum("medium" in text for text in captions) < 0.15 * len(captions)
-    assert 0.3 < sum("background" in text or " on " in text for text in captions) / len(captions) < 0.7
+    named = sum("background" in text or " on " in text for text in captions) / len(captions)
+    assert named == pytest.approx(tw.BACKGROUND_STATED, abs=0.05)
 
 
 def test_held_out_pairs_are_never_sampled_unless_asked_for():
@@ -260,3 +261,36 @@ def test_splatter_targets_sit_on_the_surface_and_render_back_to_every_view():
         rendered.append(torch.nn.functional.avg_pool2d(fine.color.permute(0, 3, 1, 2), 2).permute(0, 2, 3, 1))
     quality = psnr(torch.stack(rendered), views.rgb)  # [N, V] dB
     assert quality.mean() > 25.0 and quality.min() > 21.0, quality
+
+
+# ---- frame sizes, motion mixture, training augmentation ---------------------------------------------------------
+
+def test_wider_and_taller_frames_show_the_same_object_with_more_around_it():
+    scene = [tw.Scene("cone", "yellow", "large", "grey", yaw=2.0)]
+    square = tw.render_images(scene, tw.ToyWorldConfig.sized(64, 64)).rgb[0]
+    wide = tw.render_images(scene, tw.ToyWorldConfig.sized(96, 64)).rgb[0]
+    tall = tw.render_images(scene, tw.ToyWorldConfig.sized(64, 96)).rgb[0]
+    assert wide.shape == (64, 96, 3) and tall.shape == (96, 64, 3)
+    assert torch.allclose(wide[:, 16:80], square, atol=1e-3)      # the field of view spans the shorter side
+    assert torch.allclose(tall[16:80], square, atol=1e-3)
+    assert tw.ToyWorldConfig.sized(96, 64).size == (96, 64) and tw.ToyWorldConfig.sized(48, 48).width == 0
+
+
+def test_motions_are_drawn_by_their_weights():
+    scenes = tw.sample_scenes(4000, torch.Generator().manual_seed(5), with_motion=True, subject=("red", "cube"))
+    counts = {m: sum(s.motion == m for s in scenes) / len(scenes) for m in tw.MOTIONS}
+    for motion, weight in tw.MOTION_WEIGHTS.items():
+        assert counts[motion] == pytest.approx(weight, abs=0.03), counts
+    spheres = tw.sample_scenes(2000, torch.Generator().manual_seed(5), with_motion=True, subject=("red", "sphere"))
+    share = sum(s.motion == "translate" for s in spheres) / len(spheres)
+    expected = tw.MOTION_WEIGHTS["translate"] / (tw.MOTION_WEIGHTS["translate"] + tw.MOTION_WEIGHTS["bounce"])
+    assert share == pytest.approx(expected, abs=0.03)
+
+
+def test_captions_name_the_background_mostly_and_never_when_told_not_to():
+    generator = torch.Generator().manual_seed(6)
+    scenes = tw.sample_scenes(400, generator)
+    named = [tw.parse_caption(tw.caption(s, generator)).get("background") for s in scenes]
+    assert sum(n is not None for n in named) / len(named) == pytest.approx(tw.BACKGROUND_STATED, abs=0.06)
+    assert all(n in (None, s.background) for n, s in zip(named, scenes))
+    assert all("background" not in tw.parse_caption(tw.caption(s, generator, background=False)) for s in scenes)

@@ -5,10 +5,12 @@ from unidit.runtime.vae.autoencoder import AutoencoderConfig, CausalVideoAutoenc
 from unidit_testing import randomize
 
 SMALL = AutoencoderConfig(latent_channels=4, channels=(8, 16, 16))
+DESIGNS = pytest.mark.parametrize("temporal", ["causal3d", "grouped"])
 
 
-def small_autoencoder():
-    return randomize(CausalVideoAutoencoder(AutoencoderConfig(**{**SMALL.to_dict()})), std=0.2).eval()
+def small_autoencoder(temporal: str = "causal3d"):
+    config = AutoencoderConfig(**{**SMALL.to_dict(), "temporal": temporal})
+    return randomize(CausalVideoAutoencoder(config), std=0.2).eval()
 
 
 def test_frames_map_to_one_plus_groups_of_four():
@@ -20,8 +22,9 @@ def test_frames_map_to_one_plus_groups_of_four():
     assert config.spatial_factor == 8
 
 
-def test_encoding_is_causal_and_an_image_is_a_one_frame_video():
-    model = small_autoencoder()
+@DESIGNS
+def test_encoding_is_causal_and_an_image_is_a_one_frame_video(temporal):
+    model = small_autoencoder(temporal)
     video = torch.rand(2, 3, 9, 16, 16) * 2 - 1
     with torch.no_grad():
         mean, _ = model.encode_distribution(video)
@@ -35,8 +38,9 @@ def test_encoding_is_causal_and_an_image_is_a_one_frame_video():
     assert torch.allclose(image_mean[:, :, 0], mean[:, :, 0], atol=1e-6)
 
 
-def test_decoding_is_causal_and_restores_the_frame_count():
-    model = small_autoencoder()
+@DESIGNS
+def test_decoding_is_causal_and_restores_the_frame_count(temporal):
+    model = small_autoencoder(temporal)
     latents = torch.randn(1, 4, 3, 4, 4)
     with torch.no_grad():
         frames = model.decode(latents)
@@ -48,6 +52,41 @@ def test_decoding_is_causal_and_restores_the_frame_count():
     assert torch.equal(frames_changed[:, :, :5], frames[:, :, :5])  # frames before latent 2's group
     assert not torch.allclose(frames_changed[:, :, 5:], frames[:, :, 5:])
     assert torch.allclose(image[:, :, 0], frames[:, :, 0], atol=1e-6)
+
+
+def test_a_chunked_decode_carries_the_causal_cache_and_equals_the_whole_decode():
+    model = small_autoencoder("causal3d")
+    latents = torch.randn(2, 4, 5, 4, 6)
+    with torch.no_grad():
+        whole = model.decode(latents)
+        in_ones, in_twos = model.decode(latents, chunk=1), model.decode(latents, chunk=2)
+        without_cache = torch.cat([model.decode(latents[:, :, :2]), model.decode(latents[:, :, 2:])], dim=2)
+    assert whole.shape == (2, 3, 17, 16, 24)
+    assert torch.allclose(in_ones, whole, atol=1e-5) and torch.allclose(in_twos, whole, atol=1e-5)
+    # Decoded as a clip of its own, the second part starts over (its first latent frame is one frame, not four)
+    # and does not see the first: the cache is what makes chunks one clip.
+    assert without_cache.shape[2] == 5 + 9 and not torch.allclose(without_cache[:, :, 5], whole[:, :, 5])
+
+
+@DESIGNS
+def test_the_designs_step_across_frame_groups_alike(temporal):
+    """Every frame of a causal3d clip is made by the same layers: the decoded step into a group's first frame
+    (0 -> 1, 4 -> 5) is no different in kind from the others; the grouped design makes frame 0 alone."""
+    model = small_autoencoder(temporal)
+    names = {name.split(".")[0] for name, _ in model.named_parameters()}
+    expected = {"frame_encoder", "frame_decoder"} | (
+        {"temporal_encoder", "temporal_decoder"} if temporal == "causal3d" else
+        {"first_to_latent", "group_to_latent", "latent_to_first", "latent_to_group"})
+    assert names == expected
+    assert set(model.decoder_modules()) == expected - {"frame_encoder"} - (
+        {"temporal_encoder"} if temporal == "causal3d" else {"first_to_latent", "group_to_latent"})
+
+
+def test_an_unknown_temporal_design_is_refused():
+    with pytest.raises(ValueError, match="causal3d"):
+        AutoencoderConfig(temporal="3d")
+    with pytest.raises(ValueError, match="temporal_group must be 4"):
+        AutoencoderConfig(temporal="causal3d", temporal_group=2)
 
 
 def test_latent_statistics_normalise_and_are_stored_in_the_config():
