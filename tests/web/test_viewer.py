@@ -7,8 +7,9 @@ drives it), screenshotted by tests/js/screenshot.mjs (one browser for all pages)
 drawn, without page errors; it stands upright and unmirrored (the test shapes are coloured by their surface
 normal); a splat and the mesh extracted from it cover the same pixels; a textured mesh shows its texture (a GLB's
 baseColorTexture; an OBJ's material library and its PNG, fetched next to the OBJ through ComfyUI's /view), and an
-OBJ whose library is missing is drawn matte; a missing file is reported, not waited for. The screenshots are kept
-in test-artifacts/viewer/ for a person to look at.
+OBJ whose library is missing is drawn matte; the drawing buffer has the display's pixels (devicePixelRatio 2, a
+CSS zoom as ComfyUI's); a missing file is reported, not waited for. The screenshots are kept in
+test-artifacts/viewer/ for a person to look at.
 """
 from __future__ import annotations
 
@@ -44,6 +45,9 @@ FOREGROUND = 24  # of 255, in some channel
 # Pages that are not one of CASES in the harness: the extension showing a node's output, and a missing file.
 EXTENSION_PAGE = "extension_sphere_splat.ply"
 MISSING_PAGE = "missing.ply"
+# The sphere splat on a display of devicePixelRatio 2, and zoomed 2x by a CSS transform after it has drawn:
+# page name -> (devicePixelRatio, harness options).
+SHARP_PAGES = {"hidpi_sphere_splat.ply": (2, {}), "zoomed_sphere_splat.ply": (1, {"zoom": 2})}
 
 # Textured meshes: a sphere red where x < 0 and blue where x > 0 (splat frame), meshed and textured (xatlas UVs,
 # baked base colour) by our own code, served as files of these names; the viewer pages that show them.
@@ -123,19 +127,21 @@ def screenshots(tmp_path_factory):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), type("Handler", (_Handler,), {"roots": roots}))
     threading.Thread(target=server.serve_forever, daemon=True).start()
 
-    def harness(url, kind, file_format):
-        return "pages/harness.html?" + urlencode({"url": url, "kind": kind, "format": file_format})
+    def harness(url, kind, file_format, **options):
+        return "pages/harness.html?" + urlencode({"url": url, "kind": kind, "format": file_format, **options})
 
-    pages = {name: harness(f"/files/{name}", kind, file_format) for name, (_, kind, file_format) in CASES.items()}
-    pages[MISSING_PAGE] = harness(f"/files/{MISSING_PAGE}", "splat", "ply")
-    pages[EXTENSION_PAGE] = "pages/extension.html?" + urlencode({"node": "UniDiTSaveSplat", "kind": "splat",
-                                                                 "filename": "sphere_splat.ply", "format": "ply"})
-    pages.update({name: harness(url, "mesh", Path(name).suffix[1:]) for name, url in MESH_PAGES.items()})
+    pages = {name: (harness(f"/files/{name}", kind, file_format), 1) for name, (_, kind, file_format) in CASES.items()}
+    pages[MISSING_PAGE] = (harness(f"/files/{MISSING_PAGE}", "splat", "ply"), 1)
+    pages[EXTENSION_PAGE] = ("pages/extension.html?" + urlencode({"node": "UniDiTSaveSplat", "kind": "splat",
+                                                                  "filename": "sphere_splat.ply", "format": "ply"}), 1)
+    pages.update({name: (harness(url, "mesh", Path(name).suffix[1:]), 1) for name, url in MESH_PAGES.items()})
+    pages.update({name: (harness("/files/sphere_splat.ply", "splat", "ply", **options), scale)
+                  for name, (scale, options) in SHARP_PAGES.items()})
     try:
-        pairs = []
-        for name, page in pages.items():
-            pairs += [f"http://127.0.0.1:{server.server_port}/{page}", str(ARTIFACTS / f"{name}.png")]
-        results = dict(zip(pages, run_browser_script("screenshot.mjs", pairs, timeout=600)))
+        triples = []
+        for name, (page, scale) in pages.items():
+            triples += [f"http://127.0.0.1:{server.server_port}/{page}", str(ARTIFACTS / f"{name}.png"), scale]
+        results = dict(zip(pages, run_browser_script("screenshot.mjs", triples, timeout=600)))
     finally:
         server.shutdown()
         server.server_close()
@@ -282,3 +288,19 @@ def test_an_obj_whose_library_is_missing_is_drawn_matte(screenshots):
     textured = foreground(screenshots[TEXTURED_OBJ]["image"])
     assert iou(foreground(result["image"]), textured) > 0.95
 
+
+@pytest.mark.parametrize("name, device_pixels", [("sphere_splat.ply", 1), *((name, 2) for name in SHARP_PAGES)])
+def test_splats_are_drawn_at_the_displays_resolution(screenshots, name, device_pixels):
+    """The drawing buffer has one pixel per device pixel of the canvas on screen: 2x its CSS size at
+    devicePixelRatio 2, and after a 2x CSS zoom (ComfyUI's canvas zoom), not a CSS-sized buffer stretched into
+    blocks. The splat covers the same part of the canvas as at 1x."""
+    result = screenshots[name]
+    assert_drawn_cleanly(name, result)
+    canvas = result["canvas"]
+    assert (canvas["width"], canvas["height"]) == (device_pixels * canvas["clientWidth"],
+                                                   device_pixels * canvas["clientHeight"]), canvas
+    image = result["image"]
+    assert image.shape[:2] == (canvas["height"], canvas["width"])  # the screenshot holds the display's pixels
+    height, width = (size // device_pixels for size in image.shape[:2])
+    shrunk = image.reshape(height, device_pixels, width, device_pixels, 3).mean(axis=(1, 3)).astype(np.uint8)
+    assert iou(foreground(shrunk), foreground(screenshots["sphere_splat.ply"]["image"])) > 0.95

@@ -14,9 +14,14 @@
 // next to the OBJ (ComfyUI's /view?filename=... included: see siblingURL); any other mesh, and an OBJ whose
 // library or images cannot be fetched, is drawn matte with its vertex colours.
 //
-// Frames are drawn on demand (camera moved, canvas resized, object loaded, Spark finished a sort), never in a
-// loop. After the first frame that shows a newly loaded object, the container gets `data-unidit-ready="1"` and
-// a `unidit-ready` event (the browser test waits for it).
+// Resolution: the drawing buffer has the canvas's pixels on the display: its CSS size times devicePixelRatio
+// times the scale of CSS transforms above it. ComfyUI draws a node's widgets at the canvas's zoom with
+// `transform: scale(...)`: a buffer of the CSS size would be stretched there, showing a splat's Gaussians as
+// blocks. No observer reports a transform, so the size on screen is also checked every DISPLAY_CHECK_MS.
+//
+// Frames are drawn on demand (camera moved, canvas resized or zoomed, object loaded, Spark finished a sort),
+// never in a loop. After the first frame that shows a newly loaded object, the container gets
+// `data-unidit-ready="1"` and a `unidit-ready` event (the browser test waits for it).
 import * as THREE from "./vendor/three.mjs";
 import { GLTFLoader, MTLLoader, OBJLoader, OrbitControls, PLYLoader, STLLoader } from "./vendor/three-addons.mjs";
 
@@ -25,6 +30,7 @@ const VIEW_DIRECTION = new THREE.Vector3(0, Math.sin(THREE.MathUtils.degToRad(20
                                          Math.cos(THREE.MathUtils.degToRad(20)));  // front, 20° above
 const SPLAT_BOUNDS_QUANTILE = 0.005;                 // frame splats without their farthest 0.5% per axis (floaters)
 const SPLAT_MIN_OPACITY = 0.1;                       // ... and without faint Gaussians
+const DISPLAY_CHECK_MS = 500;                        // how often the canvas's size on screen is checked
 
 export function createViewer(container, { background = "#202020" } = {}) {
   const canvas = document.createElement("canvas");
@@ -33,7 +39,6 @@ export function createViewer(container, { background = "#202020" } = {}) {
 
   // No antialiasing, as Spark asks: it costs much and does nothing for splats.
   const renderer = new THREE.WebGLRenderer({ canvas, antialias: false });
-  renderer.setPixelRatio(window.devicePixelRatio);
   const scene = new THREE.Scene();
   scene.background = new THREE.Color(background);
   const camera = new THREE.PerspectiveCamera(FIELD_OF_VIEW, 1, 0.01, 100);
@@ -54,16 +59,28 @@ export function createViewer(container, { background = "#202020" } = {}) {
   let frame = 0;
   let disposed = false;
 
-  const resizeObserver = new ResizeObserver(() => {
+  // Sizes the drawing buffer in device pixels (pixel ratio 1 for three.js: the buffer is exactly the canvas's
+  // pixels on the display); re-frames the object when the aspect changed.
+  let cssSize = [0, 0];
+  function fitDrawingBuffer() {
     const { clientWidth: width, clientHeight: height } = container;
     if (width === 0 || height === 0) return;  // hidden (a collapsed node)
-    renderer.setSize(width, height, false);
-    camera.aspect = width / height;
-    if (shown && !userMoved) frameBounds(shown.bounds);
-    camera.updateProjectionMatrix();
+    const ratio = displayPixelRatio(container);
+    const [bufferWidth, bufferHeight] = [width, height].map((size) => Math.max(1, Math.round(size * ratio)));
+    const resized = width !== cssSize[0] || height !== cssSize[1];
+    if (!resized && canvas.width === bufferWidth && canvas.height === bufferHeight) return;
+    renderer.setDrawingBufferSize(bufferWidth, bufferHeight, 1);
+    if (resized) {
+      cssSize = [width, height];
+      camera.aspect = width / height;
+      if (shown && !userMoved) frameBounds(shown.bounds);
+      camera.updateProjectionMatrix();
+    }
     requestRender();
-  });
+  }
+  const resizeObserver = new ResizeObserver(fitDrawingBuffer);
   resizeObserver.observe(container);
+  const displayCheck = setInterval(fitDrawingBuffer, DISPLAY_CHECK_MS);  // zoom (transforms), devicePixelRatio
 
   function requestRender() {
     if (!frame && !disposed) frame = requestAnimationFrame(draw);
@@ -152,6 +169,7 @@ export function createViewer(container, { background = "#202020" } = {}) {
       disposed = true;
       cancelAnimationFrame(frame);
       resizeObserver.disconnect();
+      clearInterval(displayCheck);
       controls.dispose();
       shown?.dispose();
       spark?.dispose();
@@ -160,6 +178,15 @@ export function createViewer(container, { background = "#202020" } = {}) {
       canvas.remove();
     },
   };
+}
+
+// Device pixels per CSS pixel of `element` as the display shows it: devicePixelRatio times the scale of the CSS
+// transforms above it, at most as many pixels in all as the window has (a node zoomed far beyond the window).
+function displayPixelRatio(element) {
+  const onScreen = element.getBoundingClientRect().width / element.offsetWidth;  // 1 without transforms
+  const ratio = window.devicePixelRatio * (Number.isFinite(onScreen) && onScreen > 0 ? onScreen : 1);
+  const windowPixels = window.innerWidth * window.innerHeight * window.devicePixelRatio ** 2;
+  return Math.min(ratio, Math.sqrt(windowPixels / (element.clientWidth * element.clientHeight)));
 }
 
 // The URL of the file `name` (a path relative to the file at `url`, as an OBJ names its material library and a
