@@ -1,7 +1,8 @@
 // Builds the vendored ES modules of web/viewer/vendor/ from the npm packages pinned in package.json:
 //
 //   three.mjs          three.js (three.module.js + three.core.js in one file)
-//   three-addons.mjs   the few three.js addons the viewer uses: orbit controls and mesh loaders
+//   three-addons.mjs   the few three.js addons the viewer uses: orbit controls, mesh loaders and OBJ's material
+//                      library loader
 //   spark.mjs          Spark (Gaussian splat renderer; its WASM and sort worker are inlined in its module build)
 //
 // Every bare `three` import is rewritten to "./three.mjs", so Spark, the addons and web/viewer/viewer.mjs share
@@ -33,6 +34,7 @@ const bundles = [
     source: [
       'export { OrbitControls } from "three/addons/controls/OrbitControls.js";',
       'export { GLTFLoader } from "three/addons/loaders/GLTFLoader.js";',
+      'export { MTLLoader } from "three/addons/loaders/MTLLoader.js";',
       'export { OBJLoader } from "three/addons/loaders/OBJLoader.js";',
       'export { PLYLoader } from "three/addons/loaders/PLYLoader.js";',
       'export { STLLoader } from "three/addons/loaders/STLLoader.js";',

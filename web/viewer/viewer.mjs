@@ -9,17 +9,28 @@
 // stand upright in three.js (y up); meshes are written y-up already, as (x, -y, -z) of the same frame, so a
 // splat and the mesh extracted from it coincide.
 //
-// Frames are drawn on demand (camera moved, canvas resized, object loaded, Spark finished a sort), never in a
-// loop. After the first frame that shows a newly loaded object, the container gets `data-unidit-ready="1"` and
-// a `unidit-ready` event (the browser test waits for it).
+// Materials: a GLB keeps its own (ours: a matte PBR material, with the baked base-colour texture where the mesh
+// has one); an OBJ that names a material library (`mtllib`) gets that library's materials and images, fetched
+// next to the OBJ (ComfyUI's /view?filename=... included: see siblingURL); any other mesh, and an OBJ whose
+// library or images cannot be fetched, is drawn matte with its vertex colours.
+//
+// Resolution: the drawing buffer has the canvas's pixels on the display: its CSS size times devicePixelRatio
+// times the scale of CSS transforms above it. ComfyUI draws a node's widgets at the canvas's zoom with
+// `transform: scale(...)`: a buffer of the CSS size would be stretched there, showing a splat's Gaussians as
+// blocks. No observer reports a transform, so the size on screen is also checked every DISPLAY_CHECK_MS.
+//
+// Frames are drawn on demand (camera moved, canvas resized or zoomed, object loaded, Spark finished a sort),
+// never in a loop. After the first frame that shows a newly loaded object, the container gets
+// `data-unidit-ready="1"` and a `unidit-ready` event (the browser test waits for it).
 import * as THREE from "./vendor/three.mjs";
-import { GLTFLoader, OBJLoader, OrbitControls, PLYLoader, STLLoader } from "./vendor/three-addons.mjs";
+import { GLTFLoader, MTLLoader, OBJLoader, OrbitControls, PLYLoader, STLLoader } from "./vendor/three-addons.mjs";
 
 const FIELD_OF_VIEW = 40;                            // vertical, degrees
 const VIEW_DIRECTION = new THREE.Vector3(0, Math.sin(THREE.MathUtils.degToRad(20)),
                                          Math.cos(THREE.MathUtils.degToRad(20)));  // front, 20° above
 const SPLAT_BOUNDS_QUANTILE = 0.005;                 // frame splats without their farthest 0.5% per axis (floaters)
 const SPLAT_MIN_OPACITY = 0.1;                       // ... and without faint Gaussians
+const DISPLAY_CHECK_MS = 500;                        // how often the canvas's size on screen is checked
 
 export function createViewer(container, { background = "#202020" } = {}) {
   const canvas = document.createElement("canvas");
@@ -28,7 +39,6 @@ export function createViewer(container, { background = "#202020" } = {}) {
 
   // No antialiasing, as Spark asks: it costs much and does nothing for splats.
   const renderer = new THREE.WebGLRenderer({ canvas, antialias: false });
-  renderer.setPixelRatio(window.devicePixelRatio);
   const scene = new THREE.Scene();
   scene.background = new THREE.Color(background);
   const camera = new THREE.PerspectiveCamera(FIELD_OF_VIEW, 1, 0.01, 100);
@@ -49,16 +59,28 @@ export function createViewer(container, { background = "#202020" } = {}) {
   let frame = 0;
   let disposed = false;
 
-  const resizeObserver = new ResizeObserver(() => {
+  // Sizes the drawing buffer in device pixels (pixel ratio 1 for three.js: the buffer is exactly the canvas's
+  // pixels on the display); re-frames the object when the aspect changed.
+  let cssSize = [0, 0];
+  function fitDrawingBuffer() {
     const { clientWidth: width, clientHeight: height } = container;
     if (width === 0 || height === 0) return;  // hidden (a collapsed node)
-    renderer.setSize(width, height, false);
-    camera.aspect = width / height;
-    if (shown && !userMoved) frameBounds(shown.bounds);
-    camera.updateProjectionMatrix();
+    const ratio = displayPixelRatio(container);
+    const [bufferWidth, bufferHeight] = [width, height].map((size) => Math.max(1, Math.round(size * ratio)));
+    const resized = width !== cssSize[0] || height !== cssSize[1];
+    if (!resized && canvas.width === bufferWidth && canvas.height === bufferHeight) return;
+    renderer.setDrawingBufferSize(bufferWidth, bufferHeight, 1);
+    if (resized) {
+      cssSize = [width, height];
+      camera.aspect = width / height;
+      if (shown && !userMoved) frameBounds(shown.bounds);
+      camera.updateProjectionMatrix();
+    }
     requestRender();
-  });
+  }
+  const resizeObserver = new ResizeObserver(fitDrawingBuffer);
   resizeObserver.observe(container);
+  const displayCheck = setInterval(fitDrawingBuffer, DISPLAY_CHECK_MS);  // zoom (transforms), devicePixelRatio
 
   function requestRender() {
     if (!frame && !disposed) frame = requestAnimationFrame(draw);
@@ -110,8 +132,8 @@ export function createViewer(container, { background = "#202020" } = {}) {
     return { object: splat, bounds, settled, dispose: () => splat.dispose() };
   }
 
-  async function loadMesh(bytes, format) {
-    const object = await parseMesh(bytes, format);
+  async function loadMesh(bytes, format, url) {
+    const object = await parseMesh(bytes, format, url);
     object.updateMatrixWorld();
     return {
       object, bounds: new THREE.Box3().setFromObject(object), settled: () => true, dispose: () => disposeMesh(object),
@@ -127,7 +149,7 @@ export function createViewer(container, { background = "#202020" } = {}) {
       const response = await fetch(url);
       if (!response.ok) throw new Error(`could not fetch the ${kind} file (HTTP ${response.status})`);
       const bytes = new Uint8Array(await response.arrayBuffer());
-      const next = kind === "splat" ? await loadSplat(bytes, format) : await loadMesh(bytes, format);
+      const next = kind === "splat" ? await loadSplat(bytes, format) : await loadMesh(bytes, format, url);
       if (load !== loads || disposed) {  // superseded while loading
         next.dispose();
         return;
@@ -147,6 +169,7 @@ export function createViewer(container, { background = "#202020" } = {}) {
       disposed = true;
       cancelAnimationFrame(frame);
       resizeObserver.disconnect();
+      clearInterval(displayCheck);
       controls.dispose();
       shown?.dispose();
       spark?.dispose();
@@ -155,6 +178,31 @@ export function createViewer(container, { background = "#202020" } = {}) {
       canvas.remove();
     },
   };
+}
+
+// Device pixels per CSS pixel of `element` as the display shows it: devicePixelRatio times the scale of the CSS
+// transforms above it, at most as many pixels in all as the window has (a node zoomed far beyond the window).
+function displayPixelRatio(element) {
+  const onScreen = element.getBoundingClientRect().width / element.offsetWidth;  // 1 without transforms
+  const ratio = window.devicePixelRatio * (Number.isFinite(onScreen) && onScreen > 0 ? onScreen : 1);
+  const windowPixels = window.innerWidth * window.innerHeight * window.devicePixelRatio ** 2;
+  return Math.min(ratio, Math.sqrt(windowPixels / (element.clientWidth * element.clientHeight)));
+}
+
+// The URL of the file `name` (a path relative to the file at `url`, as an OBJ names its material library and a
+// library its images). ComfyUI's /view?filename=NAME&subfolder=FOLDER&type=... names the file in its query: the
+// name's file part replaces filename and its folder part extends subfolder. Any other URL is resolved as a path.
+function siblingURL(url, name) {
+  const resolved = new URL(url, document.baseURI);
+  const absolute = /^[a-z][a-z0-9+.-]*:/i.test(name);
+  if (absolute || !resolved.searchParams.has("filename")) return new URL(name, resolved).href;
+  const folders = name.split(/[\\/]/);
+  resolved.searchParams.set("filename", folders.pop());
+  if (folders.length > 0) {
+    const subfolder = resolved.searchParams.get("subfolder");
+    resolved.searchParams.set("subfolder", [subfolder, ...folders].filter(Boolean).join("/"));
+  }
+  return resolved.href;
 }
 
 // A box around the splat's Gaussian centres, in its own frame, leaving out faint Gaussians and the farthest
@@ -175,13 +223,17 @@ function splatBounds(splat) {
   return new THREE.Box3(low, high);
 }
 
-async function parseMesh(bytes, format) {
+async function parseMesh(bytes, format, url) {
   const buffer = bytes.buffer;
   switch (format) {
-    case "glb":  // keeps the file's material: our GLB has COLOR_0, normals and a matte PBR material
+    case "glb":  // keeps the file's material: ours is matte PBR with COLOR_0 or a baseColorTexture (kept, with its map)
       return (await new GLTFLoader().parseAsync(buffer, "")).scene;
-    case "obj":
-      return withMatteMaterial(new OBJLoader().parse(new TextDecoder().decode(bytes)));
+    case "obj": {
+      const text = new TextDecoder().decode(bytes);
+      const materials = await objMaterials(text, url);
+      return materials ? new OBJLoader().setMaterials(materials).parse(text)
+        : withMatteMaterial(new OBJLoader().parse(text));
+    }
     case "ply":
       return withMatteMaterial(new THREE.Mesh(new PLYLoader().parse(buffer)));
     case "stl":
@@ -189,6 +241,37 @@ async function parseMesh(bytes, format) {
     default:
       throw new Error(`unsupported mesh format: ${format}`);
   }
+}
+
+// The materials of the library an OBJ names (its first `mtllib`), fetched next to the OBJ, with their images
+// loaded, double-sided like the other meshes; null, with a warning, when the OBJ names none or the library or one
+// of its images cannot be fetched.
+async function objMaterials(text, url) {
+  const library = text.match(/^[ \t]*mtllib[ \t]+(.+?)[ \t\r]*$/m)?.[1];
+  if (!library) return null;
+  const libraryURL = siblingURL(url, library);
+  const response = await fetch(libraryURL);
+  if (!response.ok) {
+    console.warn(`UniDiT viewer: the OBJ's material library ${library} could not be fetched (HTTP ${response.status}); `
+      + "showing the mesh without it");
+    return null;
+  }
+  const failed = [];
+  let loading = false;
+  const manager = new THREE.LoadingManager();
+  manager.setURLModifier((name) => siblingURL(libraryURL, name));  // images are named relative to the library
+  manager.onStart = () => { loading = true; };
+  manager.onError = (imageURL) => failed.push(imageURL);
+  const loaded = new Promise((resolve) => { manager.onLoad = resolve; });
+  const materials = new MTLLoader(manager).setMaterialOptions({ side: THREE.DoubleSide })
+    .parse(await response.text(), "");
+  materials.preload();  // creates every material, which starts loading its images
+  if (loading) await loaded;
+  if (failed.length === 0) return materials;
+  console.warn(`UniDiT viewer: ${failed.join(", ")} (named by ${library}) could not be loaded; showing the mesh `
+    + "without its material library");
+  Object.values(materials.materials).forEach(disposeMaterial);
+  return null;
 }
 
 // The loaders' own materials ignore vertex colours (PLY, STL) or are shiny (OBJ): use one lit, matte,
@@ -211,6 +294,12 @@ function withMatteMaterial(root) {
 function disposeMesh(object) {
   object.traverse((child) => {
     child.geometry?.dispose();
-    for (const material of [child.material].flat()) material?.dispose();
+    [child.material].flat().forEach(disposeMaterial);
   });
+}
+
+function disposeMaterial(material) {
+  if (!material) return;
+  for (const value of Object.values(material)) if (value?.isTexture) value.dispose();  // a map, where it has one
+  material.dispose();
 }
