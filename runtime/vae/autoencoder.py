@@ -163,7 +163,8 @@ def per_frame(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 class CausalResBlock(nn.Module):
     """x + time(silu(norm(space(silu(norm(x)))))): a 3x3 convolution in each frame, then a causal one across time;
-    the group norms are per frame, so nothing looks ahead."""
+    the group norms are per frame, so nothing looks ahead. The time convolution starts at zero, so a fresh block is
+    the identity and a fresh causal3d autoencoder trains as fast as a per-frame one."""
 
     def __init__(self, channels: int):
         super().__init__()
@@ -171,6 +172,8 @@ class CausalResBlock(nn.Module):
         self.space = nn.Conv2d(channels, channels, 3, padding=1)
         self.norm2 = nn.GroupNorm(8, channels)
         self.time = CausalTimeConv(channels, channels)
+        nn.init.zeros_(self.time.conv.weight)
+        nn.init.zeros_(self.time.conv.bias)
 
     def forward(self, x: torch.Tensor, cache: Optional[dict] = None) -> torch.Tensor:
         h = per_frame(lambda f: self.space(F.silu(self.norm1(f))), x)
@@ -179,11 +182,16 @@ class CausalResBlock(nn.Module):
 
 
 class TimeDownsample(nn.Module):
-    """[B, C, 1 + 2m, h, w] -> [B, C, 1 + m, h, w]: frames (2i - 1, 2i) -> one, frame 0 paired with itself."""
+    """[B, C, 1 + 2m, h, w] -> [B, C, 1 + m, h, w]: frames (2i - 1, 2i) -> one, frame 0 paired with itself. Starts
+    as the mean of the pair."""
 
     def __init__(self, channels: int):
         super().__init__()
         self.pair = nn.Conv3d(2 * channels, channels, 1)
+        identity = torch.eye(channels)[:, :, None, None, None]
+        with torch.no_grad():
+            self.pair.weight.copy_(torch.cat([identity, identity], dim=1) / 2)
+            self.pair.bias.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         padded = torch.cat([x[:, :, :1], x], dim=2)
@@ -192,11 +200,16 @@ class TimeDownsample(nn.Module):
 
 class TimeUpsample(nn.Module):
     """[B, C, 1 + m, h, w] -> [B, C, 1 + 2m, h, w]: every frame -> two; the clip's first frame keeps only its
-    second (so frame 0 comes from latent frame 0 alone). In a chunked decode only the first chunk drops one."""
+    second (so frame 0 comes from latent frame 0 alone). In a chunked decode only the first chunk drops one. Starts
+    as two copies of the frame."""
 
     def __init__(self, channels: int):
         super().__init__()
         self.split = nn.Conv3d(channels, 2 * channels, 1)
+        identity = torch.eye(channels)[:, :, None, None, None]
+        with torch.no_grad():
+            self.split.weight.copy_(torch.cat([identity, identity], dim=0))
+            self.split.bias.zero_()
 
     def forward(self, x: torch.Tensor, first_chunk: bool = True) -> torch.Tensor:
         doubled = rearrange(self.split(x), "b (two c) m h w -> b c (m two) h w", two=2)
@@ -211,8 +224,8 @@ class CausalTemporalEncoder(nn.Module):
         width, n = config.channels[-1], config.temporal_blocks
         self.stages = nn.ModuleList(nn.ModuleList(CausalResBlock(width) for _ in range(n)) for _ in range(3))
         self.downsamples = nn.ModuleList(TimeDownsample(width) for _ in range(2))
-        self.norm_out = nn.GroupNorm(8, width)
-        self.conv_out = nn.Conv2d(width, 2 * config.latent_channels, 3, padding=1)
+        self.to_moments = nn.Sequential(ResBlock(width, width), nn.Conv2d(width, 2 * config.latent_channels, 3,
+                                                                          padding=1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for index, blocks in enumerate(self.stages):
@@ -220,7 +233,7 @@ class CausalTemporalEncoder(nn.Module):
                 x = self.downsamples[index - 1](x)
             for block in blocks:
                 x = block(x)
-        return per_frame(lambda f: self.conv_out(F.silu(self.norm_out(f))), x)
+        return per_frame(self.to_moments, x)
 
 
 class CausalTemporalDecoder(nn.Module):
@@ -229,12 +242,13 @@ class CausalTemporalDecoder(nn.Module):
     def __init__(self, config: AutoencoderConfig):
         super().__init__()
         width, n = config.channels[-1], config.temporal_blocks
-        self.conv_in = nn.Conv2d(config.latent_channels, width, 3, padding=1)
+        self.from_latents = nn.Sequential(nn.Conv2d(config.latent_channels, width, 3, padding=1),
+                                          ResBlock(width, width))
         self.stages = nn.ModuleList(nn.ModuleList(CausalResBlock(width) for _ in range(n)) for _ in range(3))
         self.upsamples = nn.ModuleList(TimeUpsample(width) for _ in range(2))
 
     def forward(self, raw: torch.Tensor, cache: Optional[dict] = None, first_chunk: bool = True) -> torch.Tensor:
-        x = per_frame(self.conv_in, raw)
+        x = per_frame(self.from_latents, raw)
         for index, blocks in enumerate(self.stages):
             if index:
                 x = self.upsamples[index - 1](x, first_chunk)
