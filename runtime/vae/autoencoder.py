@@ -163,8 +163,7 @@ def per_frame(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 class CausalResBlock(nn.Module):
     """x + time(silu(norm(space(silu(norm(x)))))): a 3x3 convolution in each frame, then a causal one across time;
-    the group norms are per frame, so nothing looks ahead. The time convolution starts at zero, so a fresh block is
-    the identity and a fresh causal3d autoencoder trains as fast as a per-frame one."""
+    the group norms are per frame, so nothing looks ahead."""
 
     def __init__(self, channels: int):
         super().__init__()
@@ -172,8 +171,6 @@ class CausalResBlock(nn.Module):
         self.space = nn.Conv2d(channels, channels, 3, padding=1)
         self.norm2 = nn.GroupNorm(8, channels)
         self.time = CausalTimeConv(channels, channels)
-        nn.init.zeros_(self.time.conv.weight)
-        nn.init.zeros_(self.time.conv.bias)
 
     def forward(self, x: torch.Tensor, cache: Optional[dict] = None) -> torch.Tensor:
         h = per_frame(lambda f: self.space(F.silu(self.norm1(f))), x)
@@ -182,16 +179,11 @@ class CausalResBlock(nn.Module):
 
 
 class TimeDownsample(nn.Module):
-    """[B, C, 1 + 2m, h, w] -> [B, C, 1 + m, h, w]: frames (2i - 1, 2i) -> one, frame 0 paired with itself. Starts
-    as the mean of the pair."""
+    """[B, C, 1 + 2m, h, w] -> [B, C, 1 + m, h, w]: frames (2i - 1, 2i) -> one, frame 0 paired with itself."""
 
     def __init__(self, channels: int):
         super().__init__()
         self.pair = nn.Conv3d(2 * channels, channels, 1)
-        identity = torch.eye(channels)[:, :, None, None, None]
-        with torch.no_grad():
-            self.pair.weight.copy_(torch.cat([identity, identity], dim=1) / 2)
-            self.pair.bias.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         padded = torch.cat([x[:, :, :1], x], dim=2)
@@ -200,16 +192,13 @@ class TimeDownsample(nn.Module):
 
 class TimeUpsample(nn.Module):
     """[B, C, 1 + m, h, w] -> [B, C, 1 + 2m, h, w]: every frame -> two; the clip's first frame keeps only its
-    second (so frame 0 comes from latent frame 0 alone). In a chunked decode only the first chunk drops one. Starts
-    as two copies of the frame."""
+    second (so frame 0 comes from latent frame 0 alone). In a chunked decode only the first chunk drops one.
+    Randomly initialised: two copies of the frame to start from would hold the frames of a group equal (a jump at
+    every group's first frame) until training breaks the symmetry, which it does slowly."""
 
     def __init__(self, channels: int):
         super().__init__()
         self.split = nn.Conv3d(channels, 2 * channels, 1)
-        identity = torch.eye(channels)[:, :, None, None, None]
-        with torch.no_grad():
-            self.split.weight.copy_(torch.cat([identity, identity], dim=0))
-            self.split.bias.zero_()
 
     def forward(self, x: torch.Tensor, first_chunk: bool = True) -> torch.Tensor:
         doubled = rearrange(self.split(x), "b (two c) m h w -> b c (m two) h w", two=2)
