@@ -219,8 +219,7 @@ class UniDiTControl:
             raise ValueError("UniDiT Control needs a depth map, a mask or both: connect at least one")
         latents = latent_from_comfy(latent)
         loaded = STORE.model(model, parts=())
-        depth_maps = None if depth is None else depth[..., :3].float().mean(dim=-1)   # grey level of each pixel
-        return (latent_to_comfy(attach_control(loaded, latents, depth=depth_maps, mask=mask)),)
+        return (latent_to_comfy(attach_control(loaded, latents, depth=depth, mask=mask)),)
 
 
 class UniDiTContinueClip:

@@ -234,7 +234,7 @@ def condition_on_image(model: FamilyModel, latents: Latents, images: torch.Tenso
 def attach_control(model: FamilyModel, latents: Latents, depth: Optional[torch.Tensor] = None,
                    mask: Optional[torch.Tensor] = None) -> Latents:
     """Put control maps on image or video latents: ``depth`` and ``mask`` [N, H, W] in 0..1 (runtime/control.py),
-    either or both. One map serves every item and frame; N = batch size gives each image its own; for a video N =
+    either or both; a map with channels [N, H, W, C] (an IMAGE) counts by its grey level. One map serves every item and frame; N = batch size gives each image its own; for a video N =
     its pixel frames gives each frame its own (a trajectory, for every item)."""
     model.capabilities.check_control()
     if latents.modality == "3d":
@@ -247,8 +247,10 @@ def attach_control(model: FamilyModel, latents: Latents, depth: Optional[torch.T
         if value is None:
             continue
         value = value.float()
+        if value.ndim == 4:
+            value = value[..., :3].mean(dim=-1)                              # an IMAGE: its grey level
         if value.ndim != 3:
-            raise ValueError(f"the {kind} map must be [N, H, W], got {list(value.shape)}")
+            raise ValueError(f"the {kind} map must be [N, H, W] or an IMAGE [N, H, W, C], got {list(value.shape)}")
         n = value.shape[0]
         if n == 1:
             maps[kind] = value[None].expand(b, -1, -1, -1)                      # every item, every frame
@@ -259,7 +261,7 @@ def attach_control(model: FamilyModel, latents: Latents, depth: Optional[torch.T
         else:
             wanted = f"1 or {b} (one per image)" if latents.modality == "image" else \
                 f"1 or {pixel_frames} (one per frame)"
-            raise ValueError(f"{n} {kind} maps for a {latents.modality} latent of batch {b}: give {wanted}")
+            raise ValueError(f"{n} {kind} maps for {latents.modality} latents of batch {b}: give {wanted}")
     control = control_latent(maps, f, h, w, model.capabilities.temporal_factor)
     return replace(latents, control=control)
 

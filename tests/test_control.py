@@ -105,7 +105,7 @@ def test_control_is_refused_where_it_cannot_work():
     model = control_model()
     with pytest.raises(ValueError, match="3D views take none"):
         attach_control(model, empty_latents(model, "3d", 32, 32), mask=torch.ones(1, 32, 32))
-    with pytest.raises(ValueError, match=r"3 mask maps for a image latent of batch 2: give 1 or 2"):
+    with pytest.raises(ValueError, match=r"3 mask maps for image latents of batch 2: give 1 or 2"):
         attach_control(model, empty_latents(model, "image", 32, 32, batch_size=2), mask=torch.ones(3, 32, 32))
     video = empty_latents(model, "video", 32, 32, frames=5)
     assert attach_control(model, video, mask=torch.ones(5, 32, 32)).control.shape == (1, 4, 2, 8, 8)
