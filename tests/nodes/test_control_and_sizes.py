@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from unidit.runtime import comfy_bridge
+from unidit.runtime.bundle import SHIPPED_BUNDLE, ModelBundle
 from unidit.runtime.control import CONTROL_CHANNELS
 from unidit.runtime.model.config import DiTConfig
 from unidit.runtime.model.dit import UniDiT
@@ -43,23 +44,24 @@ def sampler_notes(events):
 
 
 def test_the_sampler_warns_on_the_node_outside_the_trained_sizes(tmp_path):
+    trained = ModelBundle.load(SHIPPED_BUNDLE).defaults.sizes()
+    assert (128, 96) not in trained
     result, events = run_text_to_image(tmp_path / "a", ["3.width=128", "3.height=96"])
     assert result.status == "success"
     (note,) = sampler_notes(events)
-    assert len(note) == 1 and "trained at 64x64" in note[0] and "128x96" in note[0] and "pick one" in note[0]
+    assert len(note) == 1 and "128x96" in note[0] and "pick one" in note[0]
+    assert all(f"{width}x{height}" in note[0].split("; at")[0] for width, height in trained)
     result, events = run_text_to_image(tmp_path / "b", [])
     assert result.status == "success" and sampler_notes(events) == [[]]
 
 
 def test_control_on_a_model_without_control_maps_fails_with_what_to_do(tmp_path):
-    control = {"20": {"class_type": "UniDiTControl", "inputs": {"model": ["1", 0], "latent": ["3", 0],
-                                                              "mask": ["21", 1]}},
-               "21": {"class_type": "LoadImage", "inputs": {"image": "unidit_example.png"}}}
-    result, events = run_text_to_image(tmp_path, [], control, sampler_latent=["20", 0])
-    assert result.status == "error"
-    (error,) = [d for e, d in events if e == "execution_error"]
-    assert error["node_id"] == "20" and "not trained to follow control maps" in error["exception_message"]
-    assert "unplug UniDiT Control" in error["exception_message"]
+    path = tmp_path / "plain.safetensors"
+    tiny_bundle().save(path, dtype=torch.float32)
+    handle = STORE.handle(path, "cpu", "fp32")
+    (latent,) = UniDiTEmptyVideoLatent().create(handle, 32, 32, 5, 8.0, 1)
+    with pytest.raises(ValueError, match="not trained to follow control maps.*unplug UniDiT Control"):
+        UniDiTControl().control(handle, latent, mask=torch.ones(1, 32, 32))
 
 
 @pytest.fixture
