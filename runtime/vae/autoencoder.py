@@ -12,10 +12,16 @@ made by the same layers and sees the frames before it, across group boundaries:
     latents [B, z, 1 + K, h, w] -> blocks -> time x 2 -> blocks -> time x 2 -> blocks -> 2D trunk per frame
 
     causal temporal conv: frame t sees frames t-2, t-1, t (before frame 0, frame 0 repeats)
-    time / 2: frames (t, t+1) -> one, with frame 0 paired with itself: 1 + 2m -> 1 + m
-    time x 2: each frame -> two, the first frame's first dropped: 1 + m -> 1 + 2m
+    time / 2: frames (a, b) = (t, t+1) -> one, with frame 0 paired with itself: 1 + 2m -> 1 + m
+    time x 2: frame x_k -> two, (made from x_k and x_{k-1}, x_k), the first frame's first dropped: 1 + m -> 1 + 2m
 
-    Decoding in chunks of latent frames (``decode(..., chunk=n)``) carries each temporal conv's last two input
+    The time layers start where an image passes through them unchanged (the residual blocks' time convolutions
+    at zero, time / 2 as (a + b) / 2 + Q (a - b) / 2 with Q a random rotation, time x 2's second frame as x_k)
+    and where a clip's frames already differ (the pair's difference mixed in by Q; time x 2's first frame as
+    (x_{k-1} + x_k) / 2, a blend of its neighbours). Started with random time layers, the autoencoder learned no
+    colour in 750 steps; started as copies, it held every group's frames equal (a jump at each group start).
+
+    Decoding in chunks of latent frames (``decode(..., chunk=n)``) carries each temporal layer's last input
     frames from one chunk to the next (the causal cache), and gives the same frames as decoding the whole clip.
 
 ``"grouped"`` (the first demo model): latent frame 0 from frame 0; latent frame k from frames 4k-3 .. 4k stacked
@@ -136,13 +142,16 @@ class FrameDecoder(nn.Module):
 class CausalTimeConv(nn.Module):
     """A convolution across time only (3 frames, 1x1 in space) on [B, C, T, h, w], causal: frame t sees frames
     t-2 .. t; before the clip's first frame, the first frame repeats. With a ``cache`` (a dict shared by one chunked
-    decode) the last two input frames carry over to the next chunk."""
+    decode) the last two input frames carry over to the next chunk. Starts at zero (its residual block starts as
+    the identity)."""
 
     KERNEL = 3
 
     def __init__(self, channels_in: int, channels_out: int):
         super().__init__()
         self.conv = nn.Conv3d(channels_in, channels_out, (self.KERNEL, 1, 1))
+        nn.init.zeros_(self.conv.weight)
+        nn.init.zeros_(self.conv.bias)
 
     def forward(self, x: torch.Tensor, cache: Optional[dict] = None) -> torch.Tensor:
         past = cache.get(self) if cache is not None else None
@@ -178,12 +187,24 @@ class CausalResBlock(nn.Module):
         return x + self.time(h, cache)
 
 
+def random_rotation(channels: int) -> torch.Tensor:
+    """A random orthogonal [channels, channels] matrix (from the global generator)."""
+    q, r = torch.linalg.qr(torch.randn(channels, channels))
+    return q * torch.sign(torch.diagonal(r))
+
+
 class TimeDownsample(nn.Module):
-    """[B, C, 1 + 2m, h, w] -> [B, C, 1 + m, h, w]: frames (2i - 1, 2i) -> one, frame 0 paired with itself."""
+    """[B, C, 1 + 2m, h, w] -> [B, C, 1 + m, h, w]: frames (a, b) = (2i - 1, 2i) -> one, frame 0 paired with itself.
+    Starts as (a + b) / 2 + Q (a - b) / 2, Q a random rotation: an image (a = b) passes unchanged, and the pair's
+    difference (its motion) is kept, mixed into other channels."""
 
     def __init__(self, channels: int):
         super().__init__()
         self.pair = nn.Conv3d(2 * channels, channels, 1)
+        eye, rotation = torch.eye(channels), random_rotation(channels)
+        with torch.no_grad():
+            self.pair.weight.copy_(torch.cat([eye + rotation, eye - rotation], dim=1)[..., None, None, None] / 2)
+            self.pair.bias.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         padded = torch.cat([x[:, :, :1], x], dim=2)
@@ -191,17 +212,29 @@ class TimeDownsample(nn.Module):
 
 
 class TimeUpsample(nn.Module):
-    """[B, C, 1 + m, h, w] -> [B, C, 1 + 2m, h, w]: every frame -> two; the clip's first frame keeps only its
-    second (so frame 0 comes from latent frame 0 alone). In a chunked decode only the first chunk drops one.
-    Randomly initialised: two copies of the frame to start from would hold the frames of a group equal (a jump at
-    every group's first frame) until training breaks the symmetry, which it does slowly."""
+    """[B, C, 1 + m, h, w] -> [B, C, 1 + 2m, h, w]: every frame x_k -> two, one made from x_{k-1} and x_k, then one
+    from x_k (causal: before the clip's first frame the first frame repeats; with a ``cache`` the last frame
+    carries over to the next chunk). Starts as ((x_{k-1} + x_k) / 2, x_k): the frame in between blends its
+    neighbours. The clip's first frame keeps only its second (so frame 0 comes from latent frame 0 alone); in a
+    chunked decode only the first chunk drops one."""
 
     def __init__(self, channels: int):
         super().__init__()
-        self.split = nn.Conv3d(channels, 2 * channels, 1)
+        self.split = nn.Conv3d(2 * channels, 2 * channels, 1)      # [x_{k-1}, x_k] -> [between, x_k]
+        eye, zero = torch.eye(channels), torch.zeros(channels, channels)
+        with torch.no_grad():
+            self.split.weight.copy_(torch.cat([torch.cat([eye / 2, eye / 2], dim=1), torch.cat([zero, eye], dim=1)],
+                                              dim=0)[..., None, None, None])
+            self.split.bias.zero_()
 
-    def forward(self, x: torch.Tensor, first_chunk: bool = True) -> torch.Tensor:
-        doubled = rearrange(self.split(x), "b (two c) m h w -> b c (m two) h w", two=2)
+    def forward(self, x: torch.Tensor, cache: Optional[dict] = None, first_chunk: bool = True) -> torch.Tensor:
+        past = cache.get(self) if cache is not None else None
+        if past is None:
+            past = x[:, :, :1]
+        if cache is not None:
+            cache[self] = x[:, :, -1:]
+        previous = torch.cat([past, x[:, :, :-1]], dim=2)
+        doubled = rearrange(self.split(torch.cat([previous, x], dim=1)), "b (two c) m h w -> b c (m two) h w", two=2)
         return doubled[:, :, 1:] if first_chunk else doubled
 
 
@@ -240,7 +273,7 @@ class CausalTemporalDecoder(nn.Module):
         x = per_frame(self.from_latents, raw)
         for index, blocks in enumerate(self.stages):
             if index:
-                x = self.upsamples[index - 1](x, first_chunk)
+                x = self.upsamples[index - 1](x, cache, first_chunk)
             for block in blocks:
                 x = block(x, cache)
         return x

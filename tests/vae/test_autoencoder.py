@@ -116,3 +116,28 @@ def test_sampling_the_posterior_is_seeded():
 def test_sizes_that_do_not_divide_fail_clearly():
     with pytest.raises(ValueError, match="divisible by 4"):
         small_autoencoder().encode(torch.zeros(1, 3, 1, 18, 16))
+
+
+def test_the_time_layers_start_as_the_identity_for_an_image_and_blend_the_frames_of_a_clip():
+    from unidit.runtime.vae.autoencoder import TimeDownsample, TimeUpsample, per_frame
+
+    torch.manual_seed(0)
+    model = CausalVideoAutoencoder(AutoencoderConfig(**{**SMALL.to_dict(), "temporal": "causal3d"})).eval()
+    features, raw = torch.randn(2, 16, 1, 4, 4), torch.randn(2, 4, 1, 4, 4)
+    with torch.no_grad():
+        assert torch.allclose(model.temporal_encoder(features),
+                              per_frame(model.temporal_encoder.to_moments, features), atol=1e-5)
+        assert torch.allclose(model.temporal_decoder(raw), per_frame(model.temporal_decoder.from_latents, raw),
+                              atol=1e-5)
+        x = torch.randn(1, 16, 3, 4, 4)                                   # frames x0, x1, x2
+        up = TimeUpsample(16)(x)                                          # x0, (x0 + x1) / 2, x1, (x1 + x2) / 2, x2
+        assert up.shape[2] == 5
+        for index, expected in enumerate([x[:, :, 0], (x[:, :, 0] + x[:, :, 1]) / 2, x[:, :, 1],
+                                          (x[:, :, 1] + x[:, :, 2]) / 2, x[:, :, 2]]):
+            assert torch.allclose(up[:, :, index], expected, atol=1e-5)
+        down = TimeDownsample(16)(x)                                      # x0, then the pair (x1, x2)
+        assert torch.allclose(down[:, :, 0], x[:, :, 0], atol=1e-5)
+        mean, half_difference = (x[:, :, 1] + x[:, :, 2]) / 2, (x[:, :, 1] - x[:, :, 2]) / 2
+        moved = down[:, :, 1] - mean                                      # the difference, rotated: same size, new place
+        assert torch.allclose(moved.norm(dim=1), half_difference.norm(dim=1), atol=1e-4)
+        assert not torch.allclose(moved, half_difference, atol=1e-2)
