@@ -234,8 +234,9 @@ def condition_on_image(model: FamilyModel, latents: Latents, images: torch.Tenso
 def attach_control(model: FamilyModel, latents: Latents, depth: Optional[torch.Tensor] = None,
                    mask: Optional[torch.Tensor] = None) -> Latents:
     """Put control maps on image or video latents: ``depth`` and ``mask`` [N, H, W] in 0..1 (runtime/control.py),
-    either or both; a map with channels [N, H, W, C] (an IMAGE) counts by its grey level. One map serves every item and frame; N = batch size gives each image its own; for a video N =
-    its pixel frames gives each frame its own (a trajectory, for every item)."""
+    either or both; a map with channels [N, H, W, C] (an IMAGE) counts by its grey level. One map serves every
+    item and frame; N = batch size gives each image its own; for a video N = its pixel frames gives each frame its
+    own (a trajectory, for every item)."""
     model.capabilities.check_control()
     if latents.modality == "3d":
         raise ValueError("control maps steer images and videos; 3D views take none (condition view 0 on an image "
