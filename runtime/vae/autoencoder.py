@@ -15,11 +15,12 @@ made by the same layers and sees the frames before it, across group boundaries:
     time / 2: frames (a, b) = (t, t+1) -> one, with frame 0 paired with itself: 1 + 2m -> 1 + m
     time x 2: frame x_k -> two, (made from x_k and x_{k-1}, x_k), the first frame's first dropped: 1 + m -> 1 + 2m
 
-    The time layers start where an image passes through them unchanged (the residual blocks' time convolutions
-    at zero, time / 2 as (a + b) / 2 + Q (a - b) / 2 with Q a random rotation, time x 2's second frame as x_k)
-    and where a clip's frames already differ (the pair's difference mixed in by Q; time x 2's first frame as
-    (x_{k-1} + x_k) / 2, a blend of its neighbours). Started with random time layers, the autoencoder learned no
-    colour in 750 steps; started as copies, it held every group's frames equal (a jump at each group start).
+    The time layers start as a key frame every 4 frames and a blend in between: an image passes through them
+    unchanged (the residual blocks' time convolutions at zero, time / 2 as b + Q (a - b) / 2 with Q a random
+    rotation, time x 2's second frame as x_k), latent frame k holds frame 4k and its group's changes (mixed in by
+    Q), and the frames decoded between two latent frames blend them (time x 2's first frame as (x_{k-1} + x_k) / 2).
+    Started with random time layers, the autoencoder learned no colour in 750 steps; started as copies, it held
+    every group's frames equal (a jump at each group start).
 
     Decoding in chunks of latent frames (``decode(..., chunk=n)``) carries each temporal layer's last input
     frames from one chunk to the next (the causal cache), and gives the same frames as decoding the whole clip.
@@ -195,15 +196,15 @@ def random_rotation(channels: int) -> torch.Tensor:
 
 class TimeDownsample(nn.Module):
     """[B, C, 1 + 2m, h, w] -> [B, C, 1 + m, h, w]: frames (a, b) = (2i - 1, 2i) -> one, frame 0 paired with itself.
-    Starts as (a + b) / 2 + Q (a - b) / 2, Q a random rotation: an image (a = b) passes unchanged, and the pair's
-    difference (its motion) is kept, mixed into other channels."""
+    Starts as b + Q (a - b) / 2, Q a random rotation: the later frame, with the pair's difference (its motion) mixed
+    into other channels; an image (a = b) passes unchanged."""
 
     def __init__(self, channels: int):
         super().__init__()
         self.pair = nn.Conv3d(2 * channels, channels, 1)
         eye, rotation = torch.eye(channels), random_rotation(channels)
         with torch.no_grad():
-            self.pair.weight.copy_(torch.cat([eye + rotation, eye - rotation], dim=1)[..., None, None, None] / 2)
+            self.pair.weight.copy_(torch.cat([rotation / 2, eye - rotation / 2], dim=1)[..., None, None, None])
             self.pair.bias.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

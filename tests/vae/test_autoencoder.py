@@ -118,7 +118,7 @@ def test_sizes_that_do_not_divide_fail_clearly():
         small_autoencoder().encode(torch.zeros(1, 3, 1, 18, 16))
 
 
-def test_the_time_layers_start_as_the_identity_for_an_image_and_blend_the_frames_of_a_clip():
+def test_the_time_layers_start_as_the_identity_for_an_image_and_as_key_frames_and_blends_for_a_clip():
     from unidit.runtime.vae.autoencoder import TimeDownsample, TimeUpsample, per_frame
 
     torch.manual_seed(0)
@@ -137,7 +137,7 @@ def test_the_time_layers_start_as_the_identity_for_an_image_and_blend_the_frames
             assert torch.allclose(up[:, :, index], expected, atol=1e-5)
         down = TimeDownsample(16)(x)                                      # x0, then the pair (x1, x2)
         assert torch.allclose(down[:, :, 0], x[:, :, 0], atol=1e-5)
-        mean, half_difference = (x[:, :, 1] + x[:, :, 2]) / 2, (x[:, :, 1] - x[:, :, 2]) / 2
-        moved = down[:, :, 1] - mean                                      # the difference, rotated: same size, new place
+        later, half_difference = x[:, :, 2], (x[:, :, 1] - x[:, :, 2]) / 2
+        moved = down[:, :, 1] - later                                     # the difference, rotated: same size, new place
         assert torch.allclose(moved.norm(dim=1), half_difference.norm(dim=1), atol=1e-4)
         assert not torch.allclose(moved, half_difference, atol=1e-2)
