@@ -13,7 +13,8 @@ made by the same layers and sees the frames before it, across group boundaries:
 
     causal temporal conv: frame t sees frames t-2, t-1, t (before frame 0, frame 0 repeats)
     time / 2: frames (a, b) = (t, t+1) -> one, with frame 0 paired with itself: 1 + 2m -> 1 + m
-    time x 2: frame x_k -> two, (made from x_k and x_{k-1}, x_k), the first frame's first dropped: 1 + m -> 1 + 2m
+    time x 2: frame x_k -> two (one made from x_{k-1} and x_k, then one from x_k), the clip's first frame's first
+              dropped: 1 + m -> 1 + 2m
 
     The time layers start as a key frame every 4 frames and a blend in between: an image passes through them
     unchanged (the residual blocks' time convolutions at zero, time / 2 as b + Q (a - b) / 2 with Q a random
@@ -155,13 +156,20 @@ class CausalTimeConv(nn.Module):
         nn.init.zeros_(self.conv.bias)
 
     def forward(self, x: torch.Tensor, cache: Optional[dict] = None) -> torch.Tensor:
-        past = cache.get(self) if cache is not None else None
-        if past is None:
-            past = x[:, :, :1].expand(-1, -1, self.KERNEL - 1, -1, -1)
-        padded = torch.cat([past, x], dim=2)
-        if cache is not None:
-            cache[self] = padded[:, :, -(self.KERNEL - 1):]
-        return self.conv(padded)
+        return self.conv(with_past_frames(self, x, self.KERNEL - 1, cache))
+
+
+def with_past_frames(layer: nn.Module, x: torch.Tensor, frames: int, cache: Optional[dict]) -> torch.Tensor:
+    """[B, C, T, h, w] -> [B, C, frames + T, h, w]: the ``frames`` frames before the clip put in front, which are
+    the first frame repeated, or, in a chunked decode, ``layer``'s last input frames of the chunk before (kept in
+    ``cache``)."""
+    past = cache.get(layer) if cache is not None else None
+    if past is None:
+        past = x[:, :, :1].expand(-1, -1, frames, -1, -1)
+    padded = torch.cat([past, x], dim=2)
+    if cache is not None:
+        cache[layer] = padded[:, :, -frames:]
+    return padded
 
 
 def per_frame(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -229,12 +237,7 @@ class TimeUpsample(nn.Module):
             self.split.bias.zero_()
 
     def forward(self, x: torch.Tensor, cache: Optional[dict] = None, first_chunk: bool = True) -> torch.Tensor:
-        past = cache.get(self) if cache is not None else None
-        if past is None:
-            past = x[:, :, :1]
-        if cache is not None:
-            cache[self] = x[:, :, -1:]
-        previous = torch.cat([past, x[:, :, :-1]], dim=2)
+        previous = with_past_frames(self, x, 1, cache)[:, :, :-1]                 # x_{k-1} for every k
         doubled = rearrange(self.split(torch.cat([previous, x], dim=1)), "b (two c) m h w -> b c (m two) h w", two=2)
         return doubled[:, :, 1:] if first_chunk else doubled
 
