@@ -16,8 +16,10 @@ world (no learned metric, nothing downloaded).
 - chain colour agreement: an image made from a prompt, then a video and 3D views conditioned on it: the fraction
   of video frames and views whose object has the image's colour;
 - video seams: on the text -> video samples, the mean absolute change between consecutive frames where the
-  autoencoder's frame groups begin (frames 0 -> 1, 4 -> 5, ...) divided by that at all other transitions
-  (ground-truth clips: about 1);
+  autoencoder's frame groups begin (frames 0 -> 1, 4 -> 5, ...) divided by that at all other transitions; beside
+  it the same ratio of rendered clips of the same prompts (a bouncing object lands at frames 0, 4 and 8, so the
+  true clips of the two bouncing prompts alone score about 1.6), and the ratio of the samples whose prompted motion
+  is even in time (translation and spin: the true clips score 1);
 - motion direction: "moving left/right/up/down" videos whose object centroid moves at least MOTION_DIRECTION_PX
   pixels the prompted way between the first and the last frame;
 - colour and shape accuracy by size: as above at every frame size of ``SIZES_SCORED``;
@@ -65,6 +67,7 @@ DIRECTION_PROMPTS = ("a red cube moving left", "a green ball moving right", "a b
                      "a yellow cube moving down", "a cyan ball moving left", "a pink cube moving right",
                      "an orange sphere moving up", "a purple cylinder moving down")
 BACKGROUND_SCORED = 8    # prompts per background
+SEAM_TRUTH_DRAWS = 4     # rendered clips per video prompt for the seam ratio of the ground truth
 
 
 @dataclass
@@ -190,8 +193,14 @@ def evaluate(model: FamilyModel, config: EvalConfig | None = None, progress: boo
     # text -> video: motion, seams between the autoencoder's frame groups, motion direction
     videos = decode_frames(model, run("video", list(VIDEO_PROMPTS), seed=1000))
     moving = [float((video[-1] - video[0]).abs().mean()) > MOTION_THRESHOLD for video in videos]
-    seam_ratio = video_seam_ratio(videos, model.capabilities.temporal_factor)
+    temporal_factor = model.capabilities.temporal_factor
+    truth = torch.Generator().manual_seed(config.seed + 8000)
+    true_clips = torch.cat([toyworld.render_videos(toyworld.scenes_for_caption(prompt, SEAM_TRUTH_DRAWS, truth),
+                                                   replace(world, frames=defaults.frames)).rgb
+                            for prompt in VIDEO_PROMPTS])
     directed = decode_frames(model, run("video", list(DIRECTION_PROMPTS), seed=1500))
+    even = [video for video, prompt in zip(torch.cat([videos, directed]), VIDEO_PROMPTS + DIRECTION_PROMPTS)
+            if toyworld.parse_caption(prompt)["motion"] != "bounce"]
     direction_hits = [moved_as_prompted(video, toyworld.parse_caption(prompt)["direction"])
                       for video, prompt in zip(directed, DIRECTION_PROMPTS)]
 
@@ -268,7 +277,9 @@ def evaluate(model: FamilyModel, config: EvalConfig | None = None, progress: boo
         "keyframe_psnr": round(sum(keyframe_psnrs) / len(keyframe_psnrs), 2),
         "extension_seam": round(sum(seams) / len(seams), 3),
         "chain_color_agreement": mean(agreement),
-        "video_seam_ratio": round(seam_ratio, 3),
+        "video_seam_ratio": round(video_seam_ratio(videos, temporal_factor), 3),
+        "video_seam_ratio_ground_truth": round(video_seam_ratio(true_clips, temporal_factor), 3),
+        "even_motion_seam_ratio": round(video_seam_ratio(torch.stack(even), temporal_factor), 3),
         "motion_direction_accuracy": mean(direction_hits),
         "color_accuracy_by_size": {size: mean(hits[0]) for size, hits in by_size.items()},
         "shape_accuracy_by_size": {size: mean(hits[1]) for size, hits in by_size.items()},

@@ -232,6 +232,17 @@ def _uniform(u: torch.Tensor, bounds: tuple[float, float]) -> torch.Tensor:
     return bounds[0] + (bounds[1] - bounds[0]) * u
 
 
+def _motion_amount(motion: str, size: str, u: torch.Tensor, u_sign: torch.Tensor) -> float:
+    """How far a ``motion`` goes (world units, or radians of spin) at quantile ``u`` of its range; ``u_sign`` picks
+    the way a spin turns. Large objects move less, so they stay in the frame."""
+    reach = LARGE_MOTION_FACTOR if size == "large" else 1.0
+    if motion == "translate":
+        return reach * float(_uniform(u, TRANSLATE_DISTANCE))
+    if motion == "rotate":
+        return float(_uniform(u, SPIN_ANGLE)) * (1.0 if u_sign < 0.5 else -1.0)
+    return reach * float(_uniform(u, BOUNCE_HEIGHT))
+
+
 def sample_scenes(count: int, generator: torch.Generator, include_held_out: bool = False,
                   with_motion: bool = False, subject: Optional[tuple[str, str]] = None) -> list[Scene]:
     """``count`` random scenes. Held-out (colour, shape) pairs appear only with ``include_held_out``; every
@@ -263,17 +274,28 @@ def sample_scenes(count: int, generator: torch.Generator, include_held_out: bool
         amount = 0.0
         if with_motion:
             motion = _weighted_motion(float(u[i, 2]), shape)
-            reach = LARGE_MOTION_FACTOR if size == "large" else 1.0
             if motion == "translate":
                 direction = list(DIRECTIONS)[int(u[i, 3] * len(DIRECTIONS))]
-                amount = reach * float(_uniform(u[i, 4], TRANSLATE_DISTANCE))
-            elif motion == "rotate":
-                amount = float(_uniform(u[i, 4], SPIN_ANGLE)) * (1.0 if u[i, 5] < 0.5 else -1.0)
-            else:
-                amount = reach * float(_uniform(u[i, 4], BOUNCE_HEIGHT))
+            amount = _motion_amount(motion, size, u[i, 4], u[i, 5])
         scenes.append(Scene(shape, colour, size, list(BACKGROUNDS)[background_index[i]], yaw, tilt, motion,
                             direction, amount))
     return scenes
+
+
+def scenes_for_caption(text: str, count: int, generator: torch.Generator) -> list[Scene]:
+    """``count`` scenes that a caption (or prompt) describes: what it names (colour, shape, size, background,
+    motion and its direction) as named, the rest drawn as ``sample_scenes`` draws it. The caption must name a
+    colour and a shape."""
+    asked = parse_caption(text)
+    if "colour" not in asked or "shape" not in asked:
+        raise ValueError(f"{text!r} does not name a colour and a shape of the toy world")
+    scenes = sample_scenes(count, generator, subject=(asked["colour"], asked["shape"]))
+    u = torch.rand(count, 2, generator=generator, dtype=torch.float64)  # amount, sign
+    named = {key: asked[key] for key in ("size", "background") if key in asked}
+    motion = asked.get("motion")
+    return [replace(scene, **named, motion=motion, direction=asked.get("direction"),
+                    amount=_motion_amount(motion, named.get("size", scene.size), u[i, 0], u[i, 1]) if motion else 0.0)
+            for i, scene in enumerate(scenes)]
 
 
 # ---- captions ---------------------------------------------------------------------------------------------------

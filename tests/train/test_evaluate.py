@@ -70,6 +70,23 @@ def test_ground_truth_clips_have_no_seams_and_a_jump_at_a_group_start_is_one():
     assert evaluate.video_seam_ratio(jumped, 4) > 2.0
 
 
+def test_true_clips_of_the_evals_video_prompts_have_seams_only_where_a_bounce_lands():
+    """A bouncing object lands at frames 0, 4 and 8, where the autoencoder's groups begin, so rendered clips of the
+    bouncing prompts score high with no autoencoder at all; evenly moving ones score 1."""
+    generator = torch.Generator().manual_seed(5)
+    world = tw.ToyWorldConfig(resolution=RESOLUTION)
+
+    def ratio(prompts) -> float:
+        clips = torch.cat([tw.render_videos(tw.scenes_for_caption(p, 4, generator), world).rgb for p in prompts])
+        return evaluate.video_seam_ratio(clips, 4)
+
+    bouncing = [p for p in evaluate.VIDEO_PROMPTS if tw.parse_caption(p)["motion"] == "bounce"]
+    even = [p for p in evaluate.VIDEO_PROMPTS + evaluate.DIRECTION_PROMPTS if p not in bouncing]
+    assert len(bouncing) == 2 and len(even) == 14
+    assert ratio(bouncing) > 1.4
+    assert ratio(even) == pytest.approx(1.0, abs=0.1)
+
+
 def test_motion_direction_reads_the_rendered_translations():
     scenes = [tw.Scene("cube", "red", "medium", "grey", motion="translate", direction=d, amount=0.35)
               for d in tw.DIRECTIONS]

@@ -65,6 +65,22 @@ def test_captions_name_the_scene_in_known_words():
     assert named == pytest.approx(tw.BACKGROUND_STATED, abs=0.05)
 
 
+def test_scenes_for_a_caption_show_what_it_names_and_draw_the_rest():
+    generator = torch.Generator().manual_seed(4)
+    for text in ("a huge crimson ball moving left on black", "a spinning teal ring", "a bouncing green cylinder",
+                 "a purple cone"):
+        asked = tw.parse_caption(text)
+        scenes = tw.scenes_for_caption(text, 6, generator)
+        assert len(scenes) == 6
+        for scene in scenes:
+            assert {key: getattr(scene, key) for key in asked} == asked, (text, scene)
+            assert (scene.amount != 0.0) == ("motion" in asked)
+        assert len({scene.yaw for scene in scenes}) == 6                       # the pose is drawn
+    assert {s.size for s in tw.scenes_for_caption("a red cube", 40, generator)} == set(tw.SIZES)
+    with pytest.raises(ValueError, match="colour and a shape"):
+        tw.scenes_for_caption("a dog running", 1, generator)
+
+
 def test_held_out_pairs_are_never_sampled_unless_asked_for():
     generator = torch.Generator().manual_seed(1)
     training = {(s.colour, s.shape) for s in tw.sample_scenes(2000, generator, with_motion=True)}
