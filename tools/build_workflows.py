@@ -63,7 +63,7 @@ TITLES = {"text_to_image": "Text to image", "text_to_video": "Text to video", "t
           "wan_text_to_video": "Wan 2.1 text to video", "wan_text_to_image": "Wan 2.1 text to image",
           "wan_image_to_video": "Wan 2.2 image to video", "image_to_image": "Image to image",
           "video_extension": "Video extension", "first_last_frame": "First and last frame to video",
-          "lora": "LoRA"}
+          "lora": "LoRA", "depth_control": "Depth control"}
 
 
 @dataclass
@@ -238,6 +238,21 @@ def examples() -> list:
                      Node(6, "UniDiTDecode", 3, 0, {}, {"model": (1, 0), "latent": (5, 0)}),
                      Node(7, "UniDiTSaveImage", 3, 4, {"filename_prefix": "UniDiT/lora"}, {"images": (6, 0)}),
                  ], {"Model": [1, 2], "Prompt": [3], "Image": [4, 5, 6, 7]}),
+        Workflow("depth_control", "Depth control: UniDiT Control gives the Sampler a depth map (brighter = nearer, "
+                 "background black, as depth estimators give it); the object takes the map's place, size and pose, "
+                 "the prompt its colour and background. unidit_depth_example.png is a large torus turned towards "
+                 "the camera; connect a depth estimator's output, or an object mask to the mask input.", [
+                     loader,
+                     Node(2, "LoadImage", 0, 5, {"image": "unidit_depth_example.png"}),
+                     Node(3, "UniDiTTextEncode", 0, 16, {"text": "a green torus on black"}, {"model": (1, 0)}),
+                     Node(4, "UniDiTEmptyImageLatent", 1, 0, {}, {"model": (1, 0)}),
+                     Node(5, "UniDiTControl", 1, 5, {}, {"model": (1, 0), "latent": (4, 0), "depth": (2, 0)}),
+                     Node(6, "UniDiTSampler", 2, 0, {"seed": 15}, {"model": (1, 0), "positive": (3, 0),
+                                                                    "latent": (5, 0)}),
+                     Node(7, "UniDiTDecode", 3, 0, {}, {"model": (1, 0), "latent": (6, 0)}),
+                     Node(8, "UniDiTSaveImage", 3, 4, {"filename_prefix": "UniDiT/depth_control"},
+                          {"images": (7, 0)}),
+                 ], {"Model": [1], "Prompt": [2, 3], "Image": [4, 5, 6, 7, 8]}),
         Workflow("text_to_3d_refined", "Text -> 3D refined: the four generated views are decoded, and a splat is "
                  "fitted to them (UniDiT Fit Splats, from the decoded splat, the latent's own cameras, rendering at "
                  "2x) so it holds up at larger sizes; the mesh is one closed piece with a UV atlas and a baked "
@@ -489,8 +504,10 @@ def _display(node: Node) -> str:
 
 def example_input_pngs() -> dict:
     """The example inputs, toy-world renders from the rig's front camera (what image -> 3D expects): a red cube
-    on grey, and the same cube at the end of a move to the right (the last frame for first_last_frame); and four
-    views a quarter turn apart of a purple cylinder (the frames of turntable_to_mesh)."""
+    on grey, and the same cube at the end of a move to the right (the last frame for first_last_frame); four
+    views a quarter turn apart of a purple cylinder (the frames of turntable_to_mesh); and the depth map of a
+    large torus tilted towards the camera, as UniDiT Control takes it (depth_control)."""
+    from unidit.runtime.control import depth_image
     from unidit.runtime.media.image import encode_png
     from unidit.runtime.train.toyworld import Scene, ToyWorldConfig, render_images, render_videos, render_views
 
@@ -498,9 +515,12 @@ def example_input_pngs() -> dict:
     moved = Scene("cube", "red", "medium", "grey", yaw=0.6, motion="translate", direction="right", amount=0.35)
     turntable = Scene("cylinder", "purple", "medium", "grey", yaw=0.3)  # seen by the four rig cameras, in order
     views = render_views([turntable], ToyWorldConfig()).rgb[0]
+    torus = render_images([Scene("torus", "green", "large", "black", yaw=0.4, tilt=0.9)])
+    depth = depth_image(torus.depth[:, None], torus.alpha[:, None])[0, 0]
     return {"unidit_example.png": encode_png(render_images([start]).rgb[0]),
             "unidit_example_end.png": encode_png(render_videos([moved]).rgb[0, -1]),
-            **{f"unidit_turntable_{index}.png": encode_png(view) for index, view in enumerate(views)}}
+            **{f"unidit_turntable_{index}.png": encode_png(view) for index, view in enumerate(views)},
+            "unidit_depth_example.png": encode_png(depth[..., None].expand(-1, -1, 3))}
 
 
 def rendered_files() -> dict:

@@ -28,7 +28,7 @@ def test_there_is_a_workflow_for_every_pipeline_with_an_api_twin():
                      "One prompt, three modalities", "Wan 2.1 text to video", "Wan 2.1 text to image",
                      "Wan 2.2 image to video", "Image to image",
                      "Video extension", "First and last frame to video", "LoRA", "Text to 3D refined",
-                     "Turntable frames to mesh"}
+                     "Turntable frames to mesh", "Depth control"}
     assert {path.stem for path in (ROOT / "workflows" / "api").glob("*.json")} == names
 
 

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CASES = [(name, fmt) for name in ("Text to image", "Text to video", "Text to 3D", "Image to video", "Image to 3D",
                                   "One prompt, three modalities", "Image to image", "Video extension",
                                   "First and last frame to video", "LoRA", "Text to 3D refined",
-                                  "Turntable frames to mesh") for fmt in ("ui", "api")]
+                                  "Turntable frames to mesh", "Depth control") for fmt in ("ui", "api")]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -140,6 +140,11 @@ def test_workflow_runs_and_its_outputs_mean_what_was_asked(name, fmt, tmp_path):
         video = check_video(mp4, 9)
         assert psnr(video[0], load_rgb(tmp_path / "input" / "unidit_example.png")) > 22
         assert psnr(video[-1], load_rgb(tmp_path / "input" / "unidit_example_end.png")) > 22
+    elif name == "Depth control":
+        [png] = files_of(result, out, "png")
+        check_colour(png, "green")
+        depth = load_rgb(tmp_path / "input" / "unidit_depth_example.png")[..., 0]
+        assert iou(object_mask(load_rgb(png)), depth > 0.2) > 0.7   # the object where the depth map puts it
     elif name == "LoRA":
         [png] = files_of(result, out, "png")
         check_colour(png, "purple")
