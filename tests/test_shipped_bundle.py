@@ -8,7 +8,7 @@ from unidit.runtime.families.unidit import model_from_bundle
 from unidit.runtime.generate import decode_frames, empty_latents, generate
 from unidit.runtime.sampling.guidance import GuidanceConfig
 from unidit.runtime.sampling.sampler import SamplerConfig
-from unidit.runtime.train.evaluate import object_mask
+from unidit.runtime.train.evaluate import moved_as_prompted, object_mask
 from unidit.runtime.train.toyworld import dominant_colour
 
 
@@ -18,15 +18,19 @@ def shipped():
     return ModelBundle.load(SHIPPED_BUNDLE)
 
 
-def sample_images(bundle, prompts, seed=0, steps=None):
+def sample_frames(bundle, prompts, seed=0, steps=None, size=None, frames=1):
+    """[N, H, W, 3] images, or [N, T, H, W, 3] videos of ``frames`` frames."""
     model = model_from_bundle(bundle)
     defaults = model.defaults
-    latents = empty_latents(model, "image", defaults.width, defaults.height, batch_size=len(prompts))
+    width, height = size or (defaults.width, defaults.height)
+    latents = empty_latents(model, "image" if frames == 1 else "video", width, height, batch_size=len(prompts),
+                            frames=frames)
     sampler = SamplerConfig(solver=defaults.solver, steps=steps or defaults.steps)
     with torch.no_grad():
         result = generate(model, latents, model.encode_prompts(prompts), model.encode_prompts([""]),
                           GuidanceConfig(defaults.guidance), sampler, seed)
-    return decode_frames(model, result)[:, 0]
+    frames_out = decode_frames(model, result)
+    return frames_out[:, 0] if frames == 1 else frames_out
 
 
 def test_the_shipped_bundle_is_complete_and_small(shipped):
@@ -35,6 +39,8 @@ def test_the_shipped_bundle_is_complete_and_small(shipped):
     defaults = shipped.defaults
     assert (defaults.width, defaults.height, defaults.rig, defaults.views) == (64, 64, "orbit", 4)
     assert shipped.tokenizer.get_vocab_size() > 50
+    assert set(defaults.sizes()) >= {(48, 48), (64, 64), (96, 96), (128, 128), (96, 64), (64, 96)}
+    assert model_from_bundle(shipped).capabilities.control
 
 
 def test_the_shipped_bundle_round_trips(shipped, tmp_path):
@@ -44,14 +50,33 @@ def test_the_shipped_bundle_round_trips(shipped, tmp_path):
         for key, tensor in module.state_dict().items():
             assert torch.equal(tensor, reloaded[key]), f"{name}.{key}"
     assert copy.info == shipped.info and copy.defaults == shipped.defaults
-    assert torch.equal(sample_images(shipped, ["a red sphere"], steps=4), sample_images(copy, ["a red sphere"], steps=4))
+    assert torch.equal(sample_frames(shipped, ["a red sphere"], steps=4), sample_frames(copy, ["a red sphere"], steps=4))
 
 
 @pytest.mark.parametrize("colour, shape",
                          [("red", "sphere"), ("blue", "sphere"), ("green", "cube"), ("purple", "cone")])
 def test_the_object_has_the_prompted_colour(shipped, colour, shape):
-    images = sample_images(shipped, [f"a {colour} {shape}"] * 4, seed=7)
+    images = sample_frames(shipped, [f"a {colour} {shape}"] * 4, seed=7)
     for image in images:
         mask = object_mask(image)
         assert mask.float().mean() > 0.02, "no object in the image"
         assert dominant_colour(image, mask) == colour
+
+
+@pytest.mark.parametrize("size, colour, shape", [((48, 48), "blue", "cube"), ((96, 96), "red", "cylinder"),
+                                                 ((128, 128), "green", "sphere"), ((96, 64), "yellow", "cone"),
+                                                 ((64, 96), "purple", "cube")])
+def test_the_object_has_the_prompted_colour_at_every_trained_size(shipped, size, colour, shape):
+    images = sample_frames(shipped, [f"a {colour} {shape}"] * 2, seed=5, size=size)
+    assert images.shape[1:3] == (size[1], size[0])
+    for image in images:
+        mask = object_mask(image)
+        assert mask.float().mean() > 0.02, f"no object in the {size[0]}x{size[1]} image"
+        assert dominant_colour(image, mask) == colour
+
+
+@pytest.mark.parametrize("direction", ["left", "right", "up", "down"])
+def test_a_video_moves_the_way_the_prompt_says(shipped, direction):
+    videos = sample_frames(shipped, [f"a red cube moving {direction}"] * 2, seed=3, frames=9)
+    assert videos.shape[:2] == (2, 9)
+    assert all(moved_as_prompted(video, direction) for video in videos)
