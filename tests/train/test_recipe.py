@@ -51,7 +51,8 @@ def test_eval_scores_the_tiny_bundle_end_to_end(tiny_bundle_file, capsys):
         assert 0.0 <= scores[key] <= 1.0, key
     for key in ("splat_view_psnr", "i2v_first_frame_psnr", "i23d_view0_psnr"):
         assert math.isfinite(scores[key]) and 10.0 < scores[key] < 60.0, (key, scores[key])
-    for key in ("motion_direction_accuracy", "background_accuracy", "depth_control_iou"):
+    for key in ("motion_direction_accuracy", "background_accuracy", "depth_control_iou",
+                "depth_control_iou_autoencoder"):
         assert 0.0 <= scores[key] <= 1.0, key          # the tiny preset trains control maps too
     for key in ("color_accuracy_by_size", "shape_accuracy_by_size"):
         assert set(scores[key]) == {"48x48", "96x96", "128x128", "96x64"}
