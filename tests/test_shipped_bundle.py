@@ -6,7 +6,7 @@ import torch
 
 from unidit.runtime.bundle import SHIPPED_BUNDLE, ModelBundle
 from unidit.runtime.families.unidit import model_from_bundle
-from unidit.runtime.generate import decode_frames, empty_latents, generate
+from unidit.runtime.generate import attach_control, decode_frames, empty_latents, generate
 from unidit.runtime.sampling.guidance import GuidanceConfig
 from unidit.runtime.sampling.sampler import SamplerConfig
 from unidit.runtime.train.evaluate import (border_background, classify_shape, nearest_background, object_mask,
@@ -20,13 +20,16 @@ def shipped():
     return ModelBundle.load(SHIPPED_BUNDLE)
 
 
-def sample_frames(bundle, prompts, seed=0, steps=None, size=None, frames=1):
-    """[N, H, W, 3] images, or [N, T, H, W, 3] videos of ``frames`` frames."""
+def sample_frames(bundle, prompts, seed=0, steps=None, size=None, frames=1, mask=None):
+    """[N, H, W, 3] images, or [N, T, H, W, 3] videos of ``frames`` frames; ``mask``: object masks through the
+    control maps (one per frame of a video: a trajectory)."""
     model = model_from_bundle(bundle)
     defaults = model.defaults
     width, height = size or (defaults.width, defaults.height)
     latents = empty_latents(model, "image" if frames == 1 else "video", width, height, batch_size=len(prompts),
                             frames=frames)
+    if mask is not None:
+        latents = attach_control(model, latents, mask=mask)
     sampler = SamplerConfig(solver=defaults.solver, steps=steps or defaults.steps)
     with torch.no_grad():
         result = generate(model, latents, model.encode_prompts(prompts), model.encode_prompts([""]),
@@ -96,17 +99,11 @@ def test_the_background_is_the_prompted_one(shipped, background):
 def test_a_mask_per_frame_moves_the_object_along_it(shipped, direction):
     """The prompt alone hardly moves the object (motion_direction_accuracy 0 in `unidit eval`); an object mask per
     frame through UniDiT Control (a trajectory) does."""
-    from unidit.runtime.generate import attach_control
     from unidit.runtime.train.evaluate import moved_as_prompted
     from unidit.runtime.train.toyworld import Scene, ToyWorldConfig, render_videos
 
     scene = Scene("cube", "red", "medium", "grey", yaw=0.5, motion="translate", direction=direction, amount=0.35)
     trajectory = render_videos([scene], ToyWorldConfig(resolution=64, frames=9)).alpha[0]     # [9, 64, 64]
-    model = model_from_bundle(shipped)
-    latents = attach_control(model, empty_latents(model, "video", 64, 64, frames=9), mask=trajectory > 0.5)
-    with torch.no_grad():
-        result = generate(model, latents, model.encode_prompts([f"a red cube moving {direction}"]),
-                          model.encode_prompts([""]), GuidanceConfig(4.0), SamplerConfig(solver="heun", steps=24), 1)
-    video = decode_frames(model, result)[0]
+    [video] = sample_frames(shipped, [f"a red cube moving {direction}"], seed=1, frames=9, mask=trajectory > 0.5)
     assert moved_as_prompted(video, direction)
     assert dominant_colour(video[-1], object_mask(video[-1])) == "red"
