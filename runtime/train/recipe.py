@@ -271,6 +271,16 @@ def autoencoder_step(bundle: ModelBundle, preset: Preset):
 
 OBJECT_WEIGHT = 8.0  # decoder stage: an object pixel counts 1 + 8 x its coverage (the background is most pixels)
 HUE_WEIGHT = 1.0     # decoder stage: weight of the hue term
+BLEED_WEIGHT = 4.0   # decoder stage: weight of the chroma error off the object (colour bled past its edge)
+
+
+def colour_bleed(decoded: torch.Tensor, pixels: torch.Tensor, coverage: torch.Tensor) -> torch.Tensor:
+    """The mean error of the chroma off the object ([N, 3, T, H, W] frames, coverage [N, 1, T, H, W]): the
+    object's colour smeared past its edge. The object weighting above makes it cheap, and silhouettes (control,
+    shape) count it as object."""
+    outside = 1.0 - coverage
+    error = (chroma(decoded) - chroma(pixels)).norm(dim=1, keepdim=True)
+    return (error * outside).sum() / outside.sum().clamp_min(1e-6)
 
 
 def chroma(pixels: torch.Tensor) -> torch.Tensor:
@@ -285,6 +295,7 @@ def decoder_step(bundle: ModelBundle, preset: Preset):
     (red drifting to orange costs almost nothing in a plain pixel loss). So the loss is
 
         sum(w * (|d - x| + (d - x)^2)) / sum(w)  +  HUE_WEIGHT * sum(a * |off_hue(d, x)|) / sum(a)
+        +  BLEED_WEIGHT * sum((1 - a) * |chroma(d) - chroma(x)|) / sum(1 - a)
 
     with a = the object's coverage of the pixel, w = 1 + OBJECT_WEIGHT * a, chroma(x) = x - mean over RGB (the
     part off the grey axis, whose direction is the hue) and off_hue(d, x) the part of chroma(d) across the
@@ -296,7 +307,7 @@ def decoder_step(bundle: ModelBundle, preset: Preset):
     autoencoder = bundle.autoencoder
 
     def step(index: int, generator: torch.Generator) -> dict:
-        reconstruction = hue = temporal = 0.0
+        reconstruction = hue = temporal = bleed = 0.0
         for rgb, coverage in autoencoder_clips(preset, generator):
             pixels = to_pixels(rgb)
             with torch.no_grad():
@@ -312,8 +323,9 @@ def decoder_step(bundle: ModelBundle, preset: Preset):
             along = (decoded_chroma * hue_direction).sum(dim=1, keepdim=True) * hue_direction
             off_hue = (decoded_chroma - along).norm(dim=1, keepdim=True)
             hue = hue + (off_hue * coverage).sum() / coverage.sum().clamp_min(1e-6)
-        return {"loss": reconstruction + HUE_WEIGHT * hue + TEMPORAL_WEIGHT * temporal,
-                "reconstruction": reconstruction, "hue": hue, "temporal": temporal}
+            bleed = bleed + colour_bleed(decoded, pixels, coverage)
+        return {"loss": reconstruction + HUE_WEIGHT * hue + TEMPORAL_WEIGHT * temporal + BLEED_WEIGHT * bleed,
+                "reconstruction": reconstruction, "hue": hue, "temporal": temporal, "bleed": bleed}
 
     return step
 

@@ -97,3 +97,23 @@ def test_lora_training_writes_a_lora_file_that_the_lora_node_reads(tiny_bundle_f
     assert "unknown subject plaid cube" in capsys.readouterr().err
     assert main(["train", "--preset", "tiny", "--subject", "red cube"]) == 2
     assert "add --lora-rank" in capsys.readouterr().err
+
+
+def test_colour_bleed_counts_the_objects_colour_past_its_edge_and_nothing_else():
+    import torch
+    from scipy import ndimage
+
+    from unidit.runtime.train import toyworld
+    from unidit.runtime.train.recipe import colour_bleed
+
+    rendered = toyworld.render_images([toyworld.Scene("sphere", "red", "medium", "grey")])
+    pixels = rendered.rgb.permute(0, 3, 1, 2).unsqueeze(2) * 2 - 1           # [1, 3, 1, H, W], as the stage sees it
+    coverage = rendered.alpha.reshape(1, 1, 1, *rendered.alpha.shape[-2:])
+    assert float(colour_bleed(pixels, pixels, coverage)) == 0.0
+    darker = torch.where(coverage > 0.99, pixels * 0.5, pixels)             # a change on the object only
+    assert float(colour_bleed(darker, pixels, coverage)) < 1e-6
+    grown = torch.from_numpy(ndimage.binary_dilation(coverage[0, 0, 0].numpy() > 0.5, iterations=2))
+    object_colour = pixels[..., coverage[0, 0, 0] > 0.99].mean(dim=-1)       # [1, 3, 1]
+    bled = torch.where(grown, object_colour[..., None, None], pixels)       # the object's colour 2 px past its edge
+    ring = float((grown & (coverage[0, 0, 0] < 0.5)).float().sum()) / float((1 - coverage).sum())
+    assert float(colour_bleed(bled, pixels, coverage)) > 0.5 * ring         # about |chroma of red| over the ring
