@@ -179,13 +179,14 @@ def examples() -> list:
                  ], {"Model": [1], "Prompt": [2, 3], "Image": [4, 5, 6, 7], "Video": [8, 18, 9, 10, 11],
                      "3D": [12, 19, 13, 14, 15, 16, 17]}),
         Workflow("image_to_image", "Image -> image: UniDiT Encode puts the image into a latent and the Sampler "
-                 "starts part-way (denoise): 0.5 keeps the layout and changes what the prompt asks, 1.0 ignores the "
-                 "image. Here the red cube of unidit_example.png becomes blue.", [
+                 "starts part-way (denoise): lower keeps more of the image, 1.0 ignores it. On the demo model 0.8 "
+                 "keeps the layout and takes the prompt's colour (0.5-0.7 blend it with the image's): here the "
+                 "red cube of unidit_example.png becomes blue.", [
                      loader,
                      Node(2, "LoadImage", 0, 5, {"image": "unidit_example.png"}),
                      Node(3, "UniDiTTextEncode", 0, 16, {"text": "a blue cube"}, {"model": (1, 0)}),
                      Node(4, "UniDiTEncode", 1, 0, {"modality": "image"}, {"model": (1, 0), "images": (2, 0)}),
-                     Node(5, "UniDiTSampler", 2, 0, {"seed": 10, "denoise": 0.7},
+                     Node(5, "UniDiTSampler", 2, 0, {"seed": 10, "denoise": 0.8},
                           {"model": (1, 0), "positive": (3, 0), "latent": (4, 0)}),
                      Node(6, "UniDiTDecode", 3, 0, {}, {"model": (1, 0), "latent": (5, 0)}),
                      Node(7, "UniDiTSaveImage", 3, 4, {"filename_prefix": "UniDiT/image_to_image"},
