@@ -5,7 +5,8 @@ position); tests/test_node_definitions.py guards both against a committed snapsh
 """
 from .decode import UniDiTDecode, UniDiTDecodeSplat
 from .latents import (UniDiTContinueClip, UniDiTControl, UniDiTEmpty3DLatent, UniDiTEmptyImageLatent,
-                      UniDiTEmptyVideoLatent, UniDiTEncode, UniDiTImageCondition, UniDiTJoinClips, UniDiTKeyframes)
+                      UniDiTEmptyVideoLatent, UniDiTEncode, UniDiTImageCondition, UniDiTJoinClips, UniDiTJoinLatents,
+                      UniDiTKeyframes)
 from .loader import UniDiTLoader, UniDiTLoRA, UniDiTPartsLoader, UniDiTUnloadModels
 from .refine import UniDiTRefine3D
 from .sampling import UniDiTGuidance, UniDiTSampler
@@ -27,6 +28,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "UniDiTControl": "UniDiT Control",
     "UniDiTContinueClip": "UniDiT Continue Clip",
     "UniDiTJoinClips": "UniDiT Join Clips",
+    "UniDiTJoinLatents": "UniDiT Join Latents",
     "UniDiTGuidance": "UniDiT Guidance",
     "UniDiTSampler": "UniDiT Sampler",
     "UniDiTDecode": "UniDiT Decode",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..runtime import memory_budget
 from ..runtime.gaussians.camera import RIG_PRESETS
 from ..runtime.generate import (attach_control, condition_on_image, continue_clip, empty_latents, encode_latents,
-                                give_frames, join_clips, parse_positions)
+                                give_frames, join_clips, join_latents, parse_positions)
 from ..runtime.store import STORE
 from .types import CATEGORY, latent_from_comfy, latent_to_comfy, model_input, range_problem
 
@@ -224,8 +224,9 @@ class UniDiTControl:
 
 class UniDiTContinueClip:
     DESCRIPTION = ("Starts the next clip of a video: a video latent whose first frames are the last frames of the "
-                   "clip so far, so the sampler carries its look and motion on. Decode the result and put it after "
-                   "the clip with UniDiT Join Clips (same overlap).")
+                   "clip so far, so the sampler carries its look and motion on. Put the sampled result after the "
+                   "clip's latent with UniDiT Join Latents and decode once (or decode it and use UniDiT Join Clips, "
+                   "same overlap).")
     CATEGORY = f"{CATEGORY}/conditioning"
     RETURN_TYPES = ("LATENT",)
     RETURN_NAMES = ("latent",)
@@ -251,9 +252,31 @@ class UniDiTContinueClip:
         return (latent_to_comfy(continue_clip(loaded, clip, overlap, frames, fps)),)
 
 
+class UniDiTJoinLatents:
+    DESCRIPTION = ("Puts a continued clip's latent after the latent of the clip it continues, dropping the overlap "
+                   "the second starts with: decoded once, the video plays on without a jump and the first clip's "
+                   "frames come out as they were. Chain it for longer videos.")
+    CATEGORY = f"{CATEGORY}/latent"
+    RETURN_TYPES = ("LATENT",)
+    RETURN_NAMES = ("latent",)
+    FUNCTION = "join"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "first": ("LATENT", {"tooltip": "The sampled latent of the clip so far (or an earlier Join Latents)."}),
+            "second": ("LATENT", {"tooltip": "The sampled latent that UniDiT Continue Clip started from the first "
+                                             "clip's decoded frames."}),
+        }}
+
+    def join(self, first, second):
+        return (latent_to_comfy(join_latents(latent_from_comfy(first), latent_from_comfy(second))),)
+
+
 class UniDiTJoinClips:
-    DESCRIPTION = ("Puts a continued clip after the clip it continues, dropping the overlap frames the second "
-                   "repeats, so the video plays on without a jump.")
+    DESCRIPTION = ("Puts a continued clip's frames after the clip it continues, dropping the overlap frames the "
+                   "second repeats. Its copy of them went through the autoencoder, which can show as a small jump "
+                   "at the join: UniDiT Join Latents, before decoding, has none.")
     CATEGORY = f"{CATEGORY}/image"
     RETURN_TYPES = ("IMAGE",)
     RETURN_NAMES = ("frames",)

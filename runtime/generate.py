@@ -270,7 +270,8 @@ def attach_control(model: FamilyModel, latents: Latents, depth: Optional[torch.T
 def continue_clip(model: FamilyModel, clip: torch.Tensor, overlap: int, frames: int,
                   fps: Optional[float] = None, batch_size: int = 1) -> Latents:
     """A video latent of ``frames`` frames whose first ``overlap`` frames (1 + 4k) are the last ones of ``clip``
-    [T, H, W, 3], encoded together so that their motion carries on; join the result with :func:`join_clips`."""
+    [T, H, W, 3], encoded together so that their motion carries on; join the sampled result with
+    :func:`join_latents` (or, decoded, with :func:`join_clips`)."""
     capabilities = model.capabilities
     capabilities.check_given_frames()
     capabilities.latent_frames(overlap)
@@ -292,8 +293,40 @@ def continue_clip(model: FamilyModel, clip: torch.Tensor, overlap: int, frames: 
     return replace(latents, clean=clean, given=given)
 
 
+def join_latents(first: Latents, second: Latents) -> Latents:
+    """One video latent: ``first``'s latent frames, then ``second``'s after the given ones it starts with (the
+    overlap :func:`continue_clip` encoded from ``first``'s last frames). Decoded once, the causal decoder carries
+    on from ``first``'s own latents into ``second``'s new ones: ``first``'s frames come out as they were, and no
+    frame goes through the autoencoder twice (joining decoded clips shows that round trip as a jump)."""
+    for name, latents in (("first", first), ("second", second)):
+        if latents.modality != "video":
+            raise ValueError(f"the {name} latent is {latents.modality}; join two video latents")
+    if first.samples.shape[1:2] + first.samples.shape[3:] != second.samples.shape[1:2] + second.samples.shape[3:]:
+        raise ValueError(f"the latents differ in channels or size ({list(first.samples.shape)} and "
+                         f"{list(second.samples.shape)}); join clips of one model at one size")
+    if first.batch_size != second.batch_size:
+        raise ValueError(f"the latents hold {first.batch_size} and {second.batch_size} clips; join as many as "
+                         f"there are")
+    leading = second.given.int().cumprod(dim=1).sum(dim=1)     # given latent frames at the start, per clip
+    overlap = int(leading[0])
+    if overlap == 0 or not bool((leading == overlap).all()):
+        raise ValueError("the second latent does not start with given frames: make it with UniDiT Continue Clip "
+                         "from the first clip's decoded frames, and sample it")
+    if overlap >= second.frames:
+        raise ValueError("the second latent is all overlap: it adds no frames to the first")
+
+    def clean_of(latents: Latents) -> torch.Tensor:
+        return latents.clean if latents.clean is not None else torch.zeros_like(latents.samples)
+
+    return Latents(torch.cat([first.samples, second.samples[:, :, overlap:]], dim=2), "video",
+                   torch.cat([first.given, second.given[:, overlap:]], dim=1),
+                   torch.cat([clean_of(first), clean_of(second)[:, :, overlap:]], dim=2), fps=first.fps)
+
+
 def join_clips(first: torch.Tensor, second: torch.Tensor, overlap: int) -> torch.Tensor:
-    """``first`` then ``second`` [T, H, W, 3] without the ``overlap`` frames that ``second`` repeats."""
+    """``first`` then ``second`` [T, H, W, 3] without the ``overlap`` frames that ``second`` repeats (a cut: where
+    ``second`` is a decoded continuation, its copy of the overlap went through the autoencoder, which shows as a
+    small jump; :func:`join_latents` avoids it)."""
     if first.shape[1:] != second.shape[1:]:
         raise ValueError(f"the clips differ in size ({first.shape[2]}x{first.shape[1]} and "
                          f"{second.shape[2]}x{second.shape[1]}); join clips of the same size")

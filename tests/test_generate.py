@@ -1,8 +1,11 @@
+from dataclasses import replace
+
 import pytest
 import torch
 
 from unidit.runtime.generate import (condition_on_image, continue_clip, decode_frames, decode_splats, empty_latents,
-                                     encode_frames, encode_latents, generate, give_frames, join_clips, parse_positions)
+                                     encode_frames, encode_latents, generate, give_frames, join_clips, join_latents,
+                                     parse_positions)
 from unidit.runtime.sampling.guidance import GuidanceConfig
 from unidit.runtime.sampling.sampler import SamplerConfig, SamplingInterrupted
 from unidit_testing import tiny_model
@@ -166,6 +169,37 @@ def test_continuing_a_clip_gives_its_last_frames_and_joining_drops_the_repeat(bu
         join_clips(clip, torch.rand(9, 16, 32, 3), 1)
     with pytest.raises(ValueError, match="overlap must be 0 .. 8"):
         join_clips(clip, second, 9)
+
+
+@pytest.mark.parametrize("overlap, frames", [(1, 9), (5, 13)])
+def test_joined_latents_decode_the_first_clip_as_it_was_and_go_on_with_the_new_frames(bundle, overlap, frames):
+    first = run(bundle, empty_latents(bundle, "video", 32, 32, frames=9, fps=10))
+    clip = decode_frames(bundle, first)[0]
+    second = run(bundle, continue_clip(bundle, clip, overlap=overlap, frames=frames))
+    given = 1 + (overlap - 1) // 4
+    joined = join_latents(first, second)
+    assert joined.modality == "video" and joined.fps == 10
+    assert torch.equal(joined.samples, torch.cat([first.samples, second.samples[:, :, given:]], dim=2))
+    assert joined.given.tolist() == [[False] * joined.frames]
+    video = decode_frames(bundle, joined)[0]
+    assert video.shape == (9 + frames - overlap, 32, 32, 3)
+    assert torch.allclose(video[:9], clip, atol=1e-5)         # the causal decoder: the first clip as it was
+    assert not torch.allclose(video[9:], video[8:9].expand_as(video[9:]), atol=1e-3)   # and new frames after it
+
+
+def test_joining_latents_that_do_not_continue_one_another_is_an_error(bundle):
+    first = run(bundle, empty_latents(bundle, "video", 32, 32, frames=9))
+    second = run(bundle, continue_clip(bundle, decode_frames(bundle, first)[0], overlap=1, frames=9))
+    with pytest.raises(ValueError, match="does not start with given frames: make it with UniDiT Continue Clip"):
+        join_latents(first, first)
+    with pytest.raises(ValueError, match="the second latent is image; join two video latents"):
+        join_latents(first, empty_latents(bundle, "image", 32, 32))
+    with pytest.raises(ValueError, match="differ in channels or size"):
+        join_latents(first, run(bundle, continue_clip(bundle, torch.rand(9, 16, 32, 3), 1, 9)))
+    with pytest.raises(ValueError, match="hold 2 and 1 clips"):
+        join_latents(run(bundle, empty_latents(bundle, "video", 32, 32, batch_size=2, frames=9)), second)
+    with pytest.raises(ValueError, match="all overlap"):
+        join_latents(first, replace(second, given=torch.ones_like(second.given)))
 
 
 def test_latents_or_frames_that_are_not_finite_are_an_error_not_black_frames(bundle):

@@ -193,8 +193,9 @@ def examples() -> list:
                           {"images": (6, 0)}),
                  ], {"Model": [1], "Prompt": [2, 3], "Image": [4, 5, 6, 7]}),
         Workflow("video_extension", "Video extension: a clip is made, then UniDiT Continue Clip starts the next one "
-                 "from its last frame and UniDiT Join Clips puts them together (17 frames) without a jump. Chain "
-                 "more Continue Clip -> Sampler -> Decode -> Join Clips groups for longer videos.", [
+                 "from its last frame, and UniDiT Join Latents puts the two latents together so that one Decode "
+                 "makes all 17 frames without a jump. For longer videos, continue from a Decode of the joined "
+                 "latent and join again.", [
                      loader,
                      Node(2, "UniDiTTextEncode", 0, 5, {"text": "a red cube moving right"}, {"model": (1, 0)}),
                      Node(3, "UniDiTEmptyVideoLatent", 1, 0, {}, {"model": (1, 0)}),
@@ -204,10 +205,10 @@ def examples() -> list:
                      Node(6, "UniDiTContinueClip", 1, 11, {}, {"model": (1, 0), "clip": (5, 0)}),
                      Node(7, "UniDiTSampler", 2, 11, {"seed": 12}, {"model": (1, 0), "positive": (2, 0),
                                                                      "latent": (6, 0)}),
-                     Node(8, "UniDiTDecode", 3, 11, {}, {"model": (1, 0), "latent": (7, 0)}),
-                     Node(9, "UniDiTJoinClips", 4, 0, {}, {"first": (5, 0), "second": (8, 0)}),
+                     Node(8, "UniDiTJoinLatents", 3, 11, {}, {"first": (4, 0), "second": (7, 0)}),
+                     Node(9, "UniDiTDecode", 4, 0, {}, {"model": (1, 0), "latent": (8, 0)}),
                      Node(10, "UniDiTSaveVideo", 4, 5, {"filename_prefix": "UniDiT/video_extension"},
-                          {"images": (9, 0), "fps": (5, 1)}),
+                          {"images": (9, 0), "fps": (9, 1)}),
                  ], {"Model": [1], "Prompt": [2], "Video": [3, 4, 5, 6, 7, 8, 9, 10]}),
         Workflow("first_last_frame", "First and last frame: two images become frames 0 and 8 of a 9-frame video "
                  "(UniDiT Keyframes, positions '0, -1') and the model makes the motion between them. Batch Images "

@@ -50,7 +50,7 @@ from ..gaussians.fit import FitConfig, fit_splats
 from ..gaussians.render import RenderConfig, render
 from ..control import depth_image
 from ..generate import (attach_control, condition_on_image, continue_clip, decode_frames, decode_splats, empty_latents,
-                        encode_latents, generate, give_frames, join_clips)
+                        encode_latents, generate, give_frames, join_clips, join_latents)
 from ..refine import RefineConfig, refine_3d
 from ..sampling.guidance import GuidanceConfig
 from ..sampling.sampler import SamplerConfig
@@ -240,17 +240,17 @@ def evaluate(model: FamilyModel, config: EvalConfig | None = None, progress: boo
     between = decode_frames(model, sample(keyed, [toyworld.caption(s, generator) for s in moving_scenes], 5000))
     keyframe_psnrs = [psnr(between[i, end], clips[i, end]) for i in range(items) for end in (0, -1)]
 
-    # extension: each text -> video sample continued from its last frame and joined
+    # extension: each text -> video sample continued from its last frame, joined as latents and as frames
     prompts = list(VIDEO_PROMPTS[:items])
-    firsts = decode_frames(model, run("video", prompts, seed=6000))
-    seams = []
+    first_latents = run("video", prompts, seed=6000)
+    firsts = decode_frames(model, first_latents)
+    seams, frame_seams = [], []
     for index, (prompt, first) in enumerate(zip(prompts, firsts)):
-        latents = continue_clip(model, first, 1, defaults.frames)
-        joined = join_clips(first, decode_frames(model, sample(latents, [prompt], 6100 + index))[0], 1)
-        steps = (joined[1:] - joined[:-1]).abs().flatten(1).mean(1)       # step t: frame t -> t + 1
-        join = len(first) - 1
-        within = torch.cat([steps[:join], steps[join + 1:]]).mean()
-        seams.append(float(steps[join] / within.clamp_min(1e-4)))
+        second = sample(continue_clip(model, first, 1, defaults.frames), [prompt], 6100 + index)
+        joined = join_latents(replace(first_latents, samples=first_latents.samples[index:index + 1],
+                                      given=first_latents.given[index:index + 1], clean=None), second)
+        seams.append(join_step_ratio(decode_frames(model, joined)[0], len(first) - 1))
+        frame_seams.append(join_step_ratio(join_clips(first, decode_frames(model, second)[0], 1), len(first) - 1))
 
     # one subject across modalities: the image first, the video and the 3D views conditioned on it
     chain_prompts = [f"a {colour} {shape}" for colour, shape in image_pairs[::len(image_pairs) // items][:items]]
@@ -279,6 +279,7 @@ def evaluate(model: FamilyModel, config: EvalConfig | None = None, progress: boo
         "refined_novel_view_psnr": round(sum(refined_psnrs) / len(refined_psnrs), 2),
         "keyframe_psnr": round(sum(keyframe_psnrs) / len(keyframe_psnrs), 2),
         "extension_seam": round(sum(seams) / len(seams), 3),
+        "extension_seam_frames": round(sum(frame_seams) / len(frame_seams), 3),
         "chain_color_agreement": mean(agreement),
         "video_seam_ratio": round(video_seam_ratio(videos, temporal_factor), 3),
         "video_seam_ratio_ground_truth": round(video_seam_ratio(true_clips, temporal_factor), 3),
@@ -298,6 +299,14 @@ def evaluate(model: FamilyModel, config: EvalConfig | None = None, progress: boo
         "given_frames_guidance": config.guidance if config.guidance is not None else defaults.given_frames_guidance,
         "seconds": round(time.perf_counter() - started, 1),
     }
+
+
+def join_step_ratio(joined: torch.Tensor, join: int) -> float:
+    """[T, H, W, 3]: the mean absolute change across step ``join`` (frame join -> join + 1) over the mean of the
+    other steps."""
+    steps = (joined[1:] - joined[:-1]).abs().flatten(1).mean(1)
+    within = torch.cat([steps[:join], steps[join + 1:]]).mean()
+    return float(steps[join] / within.clamp_min(1e-4))
 
 
 def video_seam_ratio(videos: torch.Tensor, temporal_factor: int) -> float:

@@ -130,10 +130,11 @@ def test_workflow_runs_and_its_outputs_mean_what_was_asked(name, fmt, tmp_path):
         [mp4] = files_of(result, out, "mp4")
         video = check_video(mp4, 17)
         steps = (video[1:] - video[:-1]).abs().flatten(1).mean(1)
-        # No jump where the clips join much beyond the model's own largest step (its autoencoder's frame groups
-        # make the steps 0 -> 1 and 4 -> 5 of every clip about twice the others); this join: 1.45 times it. A
-        # clip of the same prompt that does not continue the first jumps by 2.2 to 4.2 times it.
-        assert steps[8] <= 1.75 * torch.cat([steps[:8], steps[9:]]).max()
+        # No jump where the clips join beyond the model's own largest step (its autoencoder's frame groups make
+        # the steps 0 -> 1 and 4 -> 5 of every clip about twice the others; the join starts such a group): joined
+        # as latents and decoded once, this join is 1.01 times it. Joined as decoded frames, where the second
+        # clip's copy of the overlap frame went through the autoencoder, it was 1.77 times it.
+        assert steps[8] <= 1.3 * torch.cat([steps[:8], steps[9:]]).max()
         assert all(dominant_colour(frame, object_mask(frame)) == "red" for frame in video)
     elif name == "First and last frame to video":
         [mp4] = files_of(result, out, "mp4")

@@ -70,6 +70,15 @@ def test_ground_truth_clips_have_no_seams_and_a_jump_at_a_group_start_is_one():
     assert evaluate.video_seam_ratio(jumped, 4) > 2.0
 
 
+def test_the_join_step_ratio_is_one_for_even_motion_and_counts_a_jump_at_the_join():
+    even = torch.arange(17, dtype=torch.float32)[:, None, None, None].expand(17, 2, 2, 3) * 0.01
+    assert evaluate.join_step_ratio(even, 8) == pytest.approx(1.0)
+    jumped = even.clone()
+    jumped[9:] += 0.03                               # the step 8 -> 9 is 0.04 where the others are 0.01
+    assert evaluate.join_step_ratio(jumped, 8) == pytest.approx(4.0)
+    assert evaluate.join_step_ratio(jumped, 3) == pytest.approx(0.01 / (0.18 / 15))   # the jump is among "the others"
+
+
 def test_true_clips_of_the_evals_video_prompts_have_seams_only_where_a_bounce_lands():
     """A bouncing object lands at frames 0, 4 and 8, where the autoencoder's groups begin, so rendered clips of the
     bouncing prompts score high with no autoencoder at all; evenly moving ones score 1."""
