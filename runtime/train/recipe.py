@@ -241,12 +241,16 @@ def autoencoder_clips(preset: Preset, generator: torch.Generator) -> list:
 TEMPORAL_WEIGHT = 1.0  # the frame-to-frame change of decoded videos against that of the clip (L1)
 
 
-def temporal_loss(decoded: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
+def temporal_loss(decoded: torch.Tensor, pixels: torch.Tensor, group: int = 1, seam_weight: float = 0.0
+                  ) -> torch.Tensor:
     """L1 between the decoded and the true change from each frame to the next, [N, 3, T, H, W] (0 for images):
-    a seam between frames is a change the clip does not have."""
+    a seam between frames is a change the clip does not have. The steps into the first frame of each frame group
+    of ``group`` (0 -> 1, 4 -> 5, ...: where the autoencoder's seams are) count 1 + ``seam_weight`` times."""
     if pixels.shape[2] < 2:
         return decoded.new_zeros(())
-    return F.l1_loss(decoded.diff(dim=2), pixels.diff(dim=2))
+    error = (decoded.diff(dim=2) - pixels.diff(dim=2)).abs().mean(dim=(0, 1, 3, 4))     # [T - 1]
+    weight = 1.0 + seam_weight * (torch.arange(error.shape[0]) % group == 0).float()
+    return (error * weight).sum() / weight.sum()
 
 
 def autoencoder_step(bundle: ModelBundle, preset: Preset):
@@ -272,6 +276,20 @@ def autoencoder_step(bundle: ModelBundle, preset: Preset):
 OBJECT_WEIGHT = 8.0  # decoder stage: an object pixel counts 1 + 8 x its coverage (the background is most pixels)
 HUE_WEIGHT = 1.0     # decoder stage: weight of the hue term
 BLEED_WEIGHT = 4.0   # decoder stage: weight of the chroma error off the object (colour bled past its edge)
+LATENT_JITTER = 0.1  # decoder stage: the most a clip's latents are disturbed, x each channel's spread
+SEAM_WEIGHT = 3.0    # decoder stage: the temporal loss at the steps into each frame group counts 1 + this
+
+
+def jitter_latents(mean: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Posterior means [N, C, F, h, w] disturbed as sampled latents are: an offset per latent frame and channel
+    (latent frames that do not quite agree, which decode as a jump into each frame group) and noise per element,
+    both at a strength drawn per clip from 0 .. LATENT_JITTER x the channel's spread. Decoding them to the clean
+    frames teaches the decoder to keep a clip's frames together where its latent frames disagree a little."""
+    spread = mean.std(dim=(0, 2, 3, 4), keepdim=True)
+    strength = torch.rand((mean.shape[0], 1, 1, 1, 1), generator=generator) * LATENT_JITTER
+    offsets = torch.randn((*mean.shape[:3], 1, 1), generator=generator)
+    noise = torch.randn(mean.shape, generator=generator)
+    return mean + strength * spread * (offsets + noise)
 
 
 def colour_bleed(decoded: torch.Tensor, pixels: torch.Tensor, coverage: torch.Tensor) -> torch.Tensor:
@@ -297,7 +315,8 @@ def decoder_step(bundle: ModelBundle, preset: Preset):
         sum(w * (|d - x| + (d - x)^2)) / sum(w)  +  HUE_WEIGHT * sum(a * |off_hue(d, x)|) / sum(a)
         +  BLEED_WEIGHT * sum((1 - a) * |chroma(d) - chroma(x)|) / sum(1 - a)
 
-    with a = the object's coverage of the pixel, w = 1 + OBJECT_WEIGHT * a, chroma(x) = x - mean over RGB (the
+    with d decoded from the posterior means disturbed by :func:`jitter_latents`, x the clean frames, a = the
+    object's coverage of the pixel, w = 1 + OBJECT_WEIGHT * a, chroma(x) = x - mean over RGB (the
     part off the grey axis, whose direction is the hue) and off_hue(d, x) the part of chroma(d) across the
     direction of chroma(x): about |chroma(d)| x the hue error in radians, and its gradient stays bounded where
     the decoded colour is nearly grey. The price is paid in the background: on the toyworld preset (160 images,
@@ -312,12 +331,12 @@ def decoder_step(bundle: ModelBundle, preset: Preset):
             pixels = to_pixels(rgb)
             with torch.no_grad():
                 mean, _ = autoencoder.encode_distribution(pixels)
-            decoded = autoencoder.decode_raw(mean)
+            decoded = autoencoder.decode_raw(jitter_latents(mean, generator))
             coverage = coverage.unsqueeze(1)  # [N, 1, T, H, W]
             weight = 1.0 + OBJECT_WEIGHT * coverage
             error = (decoded - pixels).abs() + (decoded - pixels).square()
             reconstruction = reconstruction + (error * weight).sum() / (weight.sum() * error.shape[1])
-            temporal = temporal + temporal_loss(decoded, pixels)
+            temporal = temporal + temporal_loss(decoded, pixels, autoencoder.config.temporal_group, SEAM_WEIGHT)
             hue_direction = F.normalize(chroma(pixels), dim=1, eps=1e-6)
             decoded_chroma = chroma(decoded)
             along = (decoded_chroma * hue_direction).sum(dim=1, keepdim=True) * hue_direction

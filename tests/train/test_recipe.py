@@ -117,3 +117,25 @@ def test_colour_bleed_counts_the_objects_colour_past_its_edge_and_nothing_else()
     bled = torch.where(grown, object_colour[..., None, None], pixels)       # the object's colour 2 px past its edge
     ring = float((grown & (coverage[0, 0, 0] < 0.5)).float().sum()) / float((1 - coverage).sum())
     assert float(colour_bleed(bled, pixels, coverage)) > 0.5 * ring         # about |chroma of red| over the ring
+
+
+def test_jittered_latents_shift_each_latent_frame_and_stay_within_the_jitter():
+    import torch
+
+    from unidit.runtime.train.recipe import LATENT_JITTER, jitter_latents
+
+    mean = torch.randn(64, 8, 3, 6, 6) * torch.linspace(0.5, 2.0, 8)[None, :, None, None, None]
+    jittered = jitter_latents(mean, torch.Generator().manual_seed(0))
+    change = jittered - mean
+    spread = mean.std(dim=(0, 2, 3, 4), keepdim=True)
+    assert jittered.shape == mean.shape and not torch.equal(jittered, mean)
+    # per clip, the change is strength x spread x (offset + noise) with strength <= LATENT_JITTER: its typical
+    # size is below sqrt(2) x LATENT_JITTER x the channel's spread, and larger in the wider channels
+    per_channel = (change / spread).square().mean(dim=(0, 2, 3, 4)).sqrt()
+    assert float(per_channel.max()) < 2 ** 0.5 * LATENT_JITTER
+    assert float(change[:, -1].abs().mean()) > 2.5 * float(change[:, 0].abs().mean())
+    # each latent frame moves as a whole besides the noise: the spatial mean of the change differs by frame
+    frame_shift = change.mean(dim=(3, 4))                                     # [N, C, F]
+    assert float(frame_shift.std(dim=2).mean()) > 0.2 * float(change.std(dim=(3, 4)).mean())
+    same = jitter_latents(mean, torch.Generator().manual_seed(0))
+    assert torch.equal(same, jittered)                                        # drawn from the stage's generator
