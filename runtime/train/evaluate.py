@@ -11,8 +11,9 @@ world (no learned metric, nothing downloaded).
 - video motion: the fraction of text -> video samples whose object visibly moves;
 - keyframes: PSNR of the first and last frames of videos generated between two given frames (rendered toy-world
   clips' first and last frames) against those frames;
-- extension seam: a clip continued from its last frame (Continue Clip) and joined (Join Clips): the mean
-  absolute frame difference across the join divided by the mean between the other consecutive frames;
+- extension seam: a clip continued from its last frame (Continue Clip), its latent joined to the first clip's
+  (Join Latents) and decoded once: the mean absolute frame difference across the join divided by the mean
+  between the other consecutive frames; beside it the same for the decoded clips joined as frames (Join Clips);
 - chain colour agreement: an image made from a prompt, then a video and 3D views conditioned on it: the fraction
   of video frames and views whose object has the image's colour;
 - video seams: on the text -> video samples, the mean absolute change between consecutive frames where the
