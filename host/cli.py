@@ -335,7 +335,11 @@ def _run_train(args) -> int:
     if out.exists() and not args.overwrite:
         print(f"error: {out} exists; pass --overwrite to replace it, or choose another --out", file=sys.stderr)
         return 2
-    bundle = train_bundle(preset, work, args.seed)
+    try:
+        bundle = train_bundle(preset, work, args.seed)
+    except ValueError as problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     bundle.save(out, overwrite=args.overwrite)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
     print(json.dumps(bundle.info, indent=2))

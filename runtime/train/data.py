@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
 
@@ -50,7 +50,8 @@ class LatentBatch:
 @dataclass
 class LatentSet:
     """Cached latents of one kind of clip at one frame size: mean and log-variance [N, C, F, h, w] (fp16), N
-    captions, control maps [N, 2, F, h, w] (fp16, or None) and the augmented flags [N]."""
+    captions, control maps [N, 2, F, h, w] (fp16, or None) and the augmented flags [N]; ``weights`` [N] make some
+    items likelier to be drawn (None: all alike)."""
 
     size: Size
     mean: torch.Tensor
@@ -58,13 +59,28 @@ class LatentSet:
     captions: list
     control: Optional[torch.Tensor]
     augmented: torch.Tensor
+    weights: Optional[torch.Tensor] = None
 
     def __len__(self) -> int:
         return self.mean.shape[0]
 
+    def favouring(self, chosen: torch.Tensor, share: float) -> "LatentSet":
+        """This set drawn so that the ``chosen`` items [N] (bool) make up ``share`` of the draws (when there are
+        both kinds), each chosen item as likely as another."""
+        if not 0.0 < share < 1.0:
+            raise ValueError(f"share must be between 0 and 1, got {share}")
+        count = int(chosen.sum())
+        if count in (0, len(self)):
+            return replace(self, weights=None)
+        weights = torch.where(chosen, share / count, (1 - share) / (len(self) - count)).double()
+        return replace(self, weights=weights)
+
     def sample(self, count: int, generator: torch.Generator) -> LatentBatch:
         """``count`` random items: normalised latents drawn from their posteriors, with their captions and maps."""
-        index = torch.randint(len(self), (count,), generator=generator)
+        if self.weights is None:
+            index = torch.randint(len(self), (count,), generator=generator)
+        else:
+            index = torch.multinomial(self.weights, count, replacement=True, generator=generator)
         mean, log_variance = self.mean[index].float(), self.log_variance[index].float()
         noise = torch.randn(mean.shape, generator=generator)
         control = None if self.control is None else self.control[index].float()
@@ -197,6 +213,14 @@ def rotate_hue(rgb: torch.Tensor, degrees: float) -> torch.Tensor:
     return rgb * cos + torch.cross(axis.expand_as(rgb), rgb, dim=-1) * sin + along * (1 - cos)
 
 
+def favour_translation(dataset: dict, share: float) -> dict:
+    """``dataset`` with its videos drawn so that translations ("moving left", ...) make up ``share`` of them."""
+    return {kind: [clips.favouring(torch.tensor([toyworld.parse_caption(caption).get("motion") == "translate"
+                                                 for caption in clips.captions]), share) if kind == "video" else clips
+                   for clips in sets]
+            for kind, sets in dataset.items()}
+
+
 def dataset_seconds(path: Path) -> float:
     """How long building the cached dataset took."""
     with safe_open(str(path), "pt") as handle:
@@ -209,6 +233,9 @@ def load_latent_dataset(path: Path) -> dict:
     with safe_open(str(path), "pt") as handle:
         captions = json.loads(handle.metadata()["captions"])
         names = set(handle.keys())
+        if not all("." in key for key in captions):
+            raise ValueError(f"{path} holds latents cached by an older recipe (no frame-size buckets); delete it, or "
+                             f"train into a new --work folder, and the dataset is rebuilt")
         for key, texts in captions.items():
             kind, size = key.split(".")
             width, height = (int(v) for v in size.split("x"))

@@ -1,5 +1,5 @@
-"""The backbone's cached training data: one bucket per frame size, control maps at latent size, and clips moved
-out of the toy world that are only ever used with their first frame given."""
+"""The backbone's cached training data: one bucket per frame size, control maps at latent size, clips moved out of
+the toy world that are only ever used with their first frame given, and draws weighted towards translations."""
 from dataclasses import replace
 
 import torch
@@ -8,7 +8,10 @@ from unidit.runtime.bundle import ModelBundle
 from unidit.runtime.text.tokenizer import build_tokenizer
 from unidit.runtime.train import recipe
 from unidit.runtime.train import toyworld as tw
-from unidit.runtime.train.data import AUGMENTED_FRACTION, augment_clip, build_latent_dataset, rotate_hue
+import pytest
+
+from unidit.runtime.train.data import (AUGMENTED_FRACTION, LatentSet, augment_clip, build_latent_dataset,
+                                     favour_translation, rotate_hue)
 from unidit.runtime.vae.autoencoder import AutoencoderConfig, CausalVideoAutoencoder
 from unidit_testing import randomize
 
@@ -84,3 +87,54 @@ def test_a_backbone_step_draws_one_bucket_and_holds_augmented_clips_first_frame(
     assert all(c is None or c.shape[1] == 4 for c in controls)
     flags = torch.cat([c[:, [1, 3], 0, 0, 0] for c in controls if c is not None])
     assert 0 < flags.sum() < flags.numel()                     # some clips steered, by depth, mask or both
+    seen.clear()                                               # the motion stage's batches and loss weights
+    handle = bundle.dit.register_forward_pre_hook(lambda m, args, kwargs: seen.append(args[0].shape), with_kwargs=True)
+    step = recipe.backbone_step(bundle, preset, dataset, {"image": 4, "video": 6}, {"image": 0.25})
+    metrics = step(0, torch.Generator().manual_seed(0))
+    handle.remove()
+    assert sorted(shape[0] for shape in seen) == sorted([4 if seen[0][-1] == 8 else 3, 6])
+    assert torch.allclose(metrics["loss"], 0.25 * metrics["image"] + metrics["video"])
+
+
+def clips_captioned(captions: list) -> LatentSet:
+    count = len(captions)
+    means = torch.arange(count, dtype=torch.float16).view(count, 1, 1, 1, 1).expand(count, 2, 3, 2, 2)
+    return LatentSet((8, 8), means.clone(), torch.full((count, 2, 3, 2, 2), -30.0, dtype=torch.float16), captions,
+                     None, torch.zeros(count, dtype=torch.bool))
+
+
+def test_translations_make_up_the_asked_share_of_the_videos_drawn_and_other_kinds_are_untouched():
+    captions = ["a red cube moving left", "a blue ball sinking", "a spinning green cube", "a bouncing pink cone",
+                "a yellow ring that spins", "a small cyan cone bouncing up and down", "a grey ball hopping",
+                "a purple cube rotating"]                              # 2 translations of 8: a quarter
+    videos, images = clips_captioned(captions), clips_captioned(["a red cube"] * 4)
+    favoured = favour_translation({"video": [videos], "image": [images]}, 0.8)
+    assert favoured["image"][0] is images and favoured["video"][0].weights is not None
+    drawn = favoured["video"][0].sample(4000, torch.Generator().manual_seed(0))
+    moving = [tw.parse_caption(caption).get("motion") == "translate" for caption in drawn.captions]
+    assert 0.77 < sum(moving) / len(moving) < 0.83
+    index = drawn.latents[:, 0, 0, 0, 0].round().long()               # each latent belongs to its caption
+    assert [captions[i] for i in index.tolist()] == drawn.captions
+    assert set(index.tolist()) == set(range(8))                       # every clip still drawn
+    plain = videos.sample(4000, torch.Generator().manual_seed(0))
+    assert 0.22 < sum(tw.parse_caption(c).get("motion") == "translate" for c in plain.captions) / 4000 < 0.28
+
+
+def test_favouring_all_or_none_of_a_set_draws_uniformly_and_a_share_outside_0_1_is_refused():
+    videos = clips_captioned(["a red cube moving left", "a blue cube moving right"])
+    assert favour_translation({"video": [videos]}, 0.8)["video"][0].weights is None
+    assert videos.favouring(torch.tensor([False, False]), 0.5).weights is None
+    for share in (0.0, 1.0, 1.5):
+        with pytest.raises(ValueError, match="share must be between 0 and 1"):
+            videos.favouring(torch.tensor([True, False]), share)
+
+
+def test_latents_cached_by_an_older_recipe_are_refused_with_what_to_do(tmp_path):
+    from safetensors.torch import save_file
+
+    from unidit.runtime.train.data import load_latent_dataset
+
+    path = tmp_path / "latents.safetensors"                   # one bucket per kind, as the first recipe cached them
+    save_file({"video.mean": torch.zeros(1, 8, 3, 4, 4)}, str(path), metadata={"captions": '{"video": ["a red cube"]}'})
+    with pytest.raises(ValueError, match="older recipe.*delete it, or train into a new --work folder"):
+        load_latent_dataset(path)

@@ -26,6 +26,9 @@ def test_the_tiny_preset_trains_and_every_loss_falls(tiny_bundle_file):
         assert report[stage]["final_loss"] < report[stage]["first_loss"], (stage, report[stage])
     assert report["backbone"]["final_loss"] < 0.8 * report["backbone"]["first_loss"]
     assert report["autoencoder"]["final_loss"] < 0.5 * report["autoencoder"]["first_loss"]
+    motion = report["backbone_motion"]                       # the last pass, from the trained backbone
+    assert motion["steps"] == 20 and math.isfinite(motion["final_loss"]) and motion["seconds"] > 0
+    assert report["seconds"] >= sum(report[stage]["seconds"] for stage in (*STAGES, "backbone_motion"))
 
 
 def test_training_again_reuses_the_finished_stages(tiny_bundle_file, capsys):
