@@ -71,7 +71,7 @@ class MeshConfig:
     min_component_fraction: float = 0.05   # drop pieces smaller than this fraction of the largest (in volume)
     surface: str = "silhouettes"           # "silhouettes": the splat's visual hull; "density": its density level
     silhouette_views: int = 32             # renders of the splat whose silhouettes carve the hull
-    close_voxels: int = 2                  # fill pores and tunnels narrower than about twice this (in voxels)
+    close_voxels: int = 3                  # fill pores and tunnels narrower than about twice this (in voxels)
     taubin_steps: int = 10                 # smoothing steps that keep the volume (0 = none)
     min_opacity: float = 0.05              # ignore fainter Gaussians
     color_neighbours: int = 8              # Gaussians averaged for each vertex colour
