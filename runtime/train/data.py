@@ -66,9 +66,9 @@ class LatentSet:
 
     def favouring(self, chosen: torch.Tensor, share: float) -> "LatentSet":
         """This set drawn so that the ``chosen`` items [N] (bool) make up ``share`` of the draws (when there are
-        both kinds), each chosen item as likely as another."""
-        if not 0.0 < share < 1.0:
-            raise ValueError(f"share must be between 0 and 1, got {share}")
+        both kinds; 1: the chosen only), each chosen item as likely as another."""
+        if not 0.0 < share <= 1.0:
+            raise ValueError(f"share must be above 0 and at most 1, got {share}")
         count = int(chosen.sum())
         if count in (0, len(self)):
             return replace(self, weights=None)

@@ -2,14 +2,13 @@
 the toy world that are only ever used with their first frame given, and draws weighted towards translations."""
 from dataclasses import replace
 
+import pytest
 import torch
 
 from unidit.runtime.bundle import ModelBundle
 from unidit.runtime.text.tokenizer import build_tokenizer
 from unidit.runtime.train import recipe
 from unidit.runtime.train import toyworld as tw
-import pytest
-
 from unidit.runtime.train.data import (AUGMENTED_FRACTION, LatentSet, augment_clip, build_latent_dataset,
                                      favour_translation, rotate_hue)
 from unidit.runtime.vae.autoencoder import AutoencoderConfig, CausalVideoAutoencoder
@@ -120,12 +119,14 @@ def test_translations_make_up_the_asked_share_of_the_videos_drawn_and_other_kind
     assert 0.22 < sum(tw.parse_caption(c).get("motion") == "translate" for c in plain.captions) / 4000 < 0.28
 
 
-def test_favouring_all_or_none_of_a_set_draws_uniformly_and_a_share_outside_0_1_is_refused():
+def test_favouring_all_or_none_of_a_set_draws_uniformly_share_1_draws_the_chosen_only_and_others_are_refused():
     videos = clips_captioned(["a red cube moving left", "a blue cube moving right"])
     assert favour_translation({"video": [videos]}, 0.8)["video"][0].weights is None
     assert videos.favouring(torch.tensor([False, False]), 0.5).weights is None
-    for share in (0.0, 1.0, 1.5):
-        with pytest.raises(ValueError, match="share must be between 0 and 1"):
+    only = videos.favouring(torch.tensor([True, False]), 1.0).sample(200, torch.Generator().manual_seed(0))
+    assert set(only.captions) == {"a red cube moving left"}
+    for share in (0.0, -0.5, 1.5):
+        with pytest.raises(ValueError, match="share must be above 0 and at most 1"):
             videos.favouring(torch.tensor([True, False]), share)
 
 
