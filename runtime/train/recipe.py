@@ -16,10 +16,13 @@
                        control maps given at random, caption dropout for guidance, unknown words for robustness;
                        each step draws every kind's clips from one size bucket, with the batch scaled so every
                        step costs about the same, and noise levels shifted by the bucket's token count
-       backbone polish the same, shorter, at a lower learning rate
-       backbone motion the same with videos weighing most (twice the clips, images and view sets at 0.3 of the
-                       loss) and translations drawn most of the time, so that direction words ("moving left") move
-                       the object: without it clips moved whichever way the noise chose, a few pixels
+       later passes    (Preset.later_passes) the same, each with its own mixture, from the weights before it:
+       backbone polish shorter, at a lower learning rate
+       backbone motion videos weighing most (twice the clips, images and view sets at 0.3 of the loss) and
+                       translations drawn most of the time, so that direction words ("moving left") move the
+                       object: without it clips moved whichever way the noise chose, a few pixels
+       backbone sizes  images at the sizes other than 64² drawn most (48² most of all), videos kept as in the
+                       motion pass: shapes at 48², 96² and 128² had fallen behind 64²
 
 Every stage checkpoints into the work folder and resumes where it stopped; ``train_bundle`` with the same
 preset, seed and work folder continues an interrupted run and skips finished stages.
@@ -66,6 +69,18 @@ class TaskMixture:
 
 
 @dataclass
+class BackbonePass:
+    """A backbone stage after the first, with a mixture of its own; it starts from the weights before it."""
+    name: str                                          # the stage's name in the report and the work folder
+    stage: StageConfig
+    batch: dict = field(default_factory=dict)          # clips per step by kind (empty: the preset's backbone batch)
+    loss_weights: dict = field(default_factory=dict)   # by kind (unlisted: 1)
+    translation_share: Optional[float] = None          # of the videos drawn, translations (None: as cached)
+    size_weights: dict = field(default_factory=dict)   # {kind: {(width, height): how often, relative}}; a kind
+    #                                                    not listed draws its sizes as often as they hold clips
+
+
+@dataclass
 class Preset:
     name: str
     world: ToyWorldConfig
@@ -83,11 +98,7 @@ class Preset:
     dataset: dict                           # cached clips by kind and frame size: {kind: {(width, height): n}}
     autoencoder_sizes: tuple = ()           # frame sizes (width, height) the autoencoder stages draw from, as often
     #                                         as listed (empty: the world's); images per step scale with the area
-    polish_stage: Optional[StageConfig] = None  # a second, shorter backbone pass (sharper colour binding)
-    motion_stage: Optional[StageConfig] = None  # a last backbone pass weighted to videos, mostly translations
-    motion_batch: dict = field(default_factory=dict)  # clips per step by kind in the motion stage
-    motion_loss_weights: dict = field(default_factory=dict)  # by kind in the motion stage (unlisted: 1)
-    motion_translation_share: float = 0.9       # of the videos the motion stage draws, translations
+    later_passes: tuple = ()                # BackbonePass after the backbone, in order, each from the last's weights
     statistics_clips: int = 256
     tasks: TaskMixture = field(default_factory=TaskMixture)
     defaults: GenerationDefaults = field(default_factory=GenerationDefaults)
@@ -114,10 +125,20 @@ def _presets() -> dict:
                            (64, 96): 500},
                  "video": {(64, 64): 3200, (96, 64): 800},
                  "3d": {(64, 64): 4000}},
-        polish_stage=StageConfig(steps=1000, learning_rate=1.5e-4, warmup_steps=20, ema_decay=0.995),
-        motion_stage=StageConfig(steps=1500, learning_rate=3e-4, warmup_steps=20, ema_decay=0.99),
-        motion_batch={"image": 12, "video": 32, "3d": 6},
-        motion_loss_weights={"image": 0.3, "3d": 0.3},
+        later_passes=(
+            BackbonePass("backbone_polish", StageConfig(steps=1000, learning_rate=1.5e-4, warmup_steps=20,
+                                                        ema_decay=0.995)),
+            BackbonePass("backbone_motion", StageConfig(steps=1500, learning_rate=3e-4, warmup_steps=20,
+                                                        ema_decay=0.99),
+                         batch={"image": 12, "video": 32, "3d": 6}, loss_weights={"image": 0.3, "3d": 0.3},
+                         translation_share=0.9),
+            BackbonePass("backbone_sizes", StageConfig(steps=1500, learning_rate=2e-4, warmup_steps=20,
+                                                       ema_decay=0.99),
+                         batch={"image": 24, "video": 32, "3d": 6}, loss_weights={"image": 0.6, "3d": 0.3},
+                         translation_share=0.9,
+                         size_weights={"image": {(48, 48): 3, (96, 96): 2, (128, 128): 2, (64, 64): 1,
+                                                 (96, 64): 1, (64, 96): 1}}),
+        ),
         defaults=GenerationDefaults(width=64, height=64, frames=9, fps=8.0, steps=24, guidance=4.0,
                                     given_frames_guidance=1.5, solver="heun", shift_reference_tokens=16),
     )
@@ -138,9 +159,11 @@ def _presets() -> dict:
         backbone_stage=StageConfig(steps=150, learning_rate=1e-3, warmup_steps=10, ema_decay=0.95),
         backbone_batch={"image": 16, "video": 4, "3d": 4},
         dataset={"image": {(32, 32): 192, (48, 32): 64}, "video": {(32, 32): 64}, "3d": {(32, 32): 64}},
-        motion_stage=StageConfig(steps=20, learning_rate=5e-4, warmup_steps=5, ema_decay=0.9),
-        motion_batch={"image": 4, "video": 8, "3d": 2},
-        motion_loss_weights={"image": 0.3, "3d": 0.3},
+        later_passes=(
+            BackbonePass("backbone_motion", StageConfig(steps=20, learning_rate=5e-4, warmup_steps=5, ema_decay=0.9),
+                         batch={"image": 4, "video": 8, "3d": 2}, loss_weights={"image": 0.3, "3d": 0.3},
+                         translation_share=0.9, size_weights={"image": {(48, 32): 1}}),
+        ),
         statistics_clips=64,
         defaults=GenerationDefaults(width=32, height=32, frames=9, fps=8.0, steps=8, guidance=3.0,
                                     given_frames_guidance=1.5, solver="heun", shift_reference_tokens=64),
@@ -183,16 +206,12 @@ def train_bundle(preset: Preset, work_dir: Path, seed: int = 0, progress: bool =
     stage = TrainingStage("backbone", {"dit": bundle.dit, "text": bundle.text_encoder}, preset.backbone_stage,
                           work_dir, seed, progress)
     report["backbone"] = _summary(stage.run(backbone_step(bundle, preset, dataset)), stage.seconds)
-    if preset.polish_stage is not None:
-        stage = TrainingStage("backbone_polish", {"dit": bundle.dit, "text": bundle.text_encoder},
-                              preset.polish_stage, work_dir, seed + 2, progress)
-        report["backbone_polish"] = _summary(stage.run(backbone_step(bundle, preset, dataset)), stage.seconds)
-    if preset.motion_stage is not None:
-        stage = TrainingStage("backbone_motion", {"dit": bundle.dit, "text": bundle.text_encoder},
-                              preset.motion_stage, work_dir, seed + 3, progress)
-        videos_moving = favour_translation(dataset, preset.motion_translation_share)
-        step = backbone_step(bundle, preset, videos_moving, preset.motion_batch, preset.motion_loss_weights)
-        report["backbone_motion"] = _summary(stage.run(step), stage.seconds)
+    for index, later in enumerate(preset.later_passes):
+        stage = TrainingStage(later.name, {"dit": bundle.dit, "text": bundle.text_encoder}, later.stage, work_dir,
+                              seed + 2 + index, progress)
+        drawn = dataset if later.translation_share is None else favour_translation(dataset, later.translation_share)
+        step = backbone_step(bundle, preset, drawn, later.batch or None, later.loss_weights, later.size_weights)
+        report[later.name] = _summary(stage.run(step), stage.seconds)
     report["seconds"] = round(sum(part["seconds"] for part in report.values() if isinstance(part, dict)), 1)
     bundle.info = {"training": report}
     return bundle.eval()
@@ -446,12 +465,19 @@ FILLER_WORDS = ("please", "nice", "beautiful", "lovely", "shiny", "cool", "detai
 
 
 def backbone_step(bundle: ModelBundle, preset: Preset, dataset: dict, batch_sizes: Optional[dict] = None,
-                  loss_weights: Optional[dict] = None):
+                  loss_weights: Optional[dict] = None, size_weights: Optional[dict] = None):
     """One rectified-flow step on clips of every kind, ``batch_sizes`` (default the preset's backbone batch) clips
-    of each at the preset's frame size; the loss sums each kind's mean loss times its ``loss_weights`` entry
-    (unlisted: 1)."""
+    of each at the preset's frame size (scaled to the drawn bucket's area); the loss sums each kind's mean loss
+    times its ``loss_weights`` entry (unlisted: 1). Each kind's size bucket is drawn as often as it holds clips,
+    or as ``size_weights[kind]`` says ({(width, height): relative weight}, unlisted sizes never)."""
     batch_sizes = preset.backbone_batch if batch_sizes is None else batch_sizes
     loss_weights = loss_weights or {}
+    size_weights = size_weights or {}
+    for kind, weights in size_weights.items():
+        sizes = {tuple(bucket.size) for bucket in dataset.get(kind, ())}
+        if not any(weights.get(size, 0) > 0 for size in sizes):
+            raise ValueError(f"size_weights for {kind} draw none of its cached sizes "
+                             f"({', '.join(size_name(size) for size in sorted(sizes)) or 'none'})")
     dit, text_encoder, tokenizer = bundle.dit, bundle.text_encoder, bundle.tokenizer
     patch = dit.config.patch_size
     tasks = preset.tasks
@@ -504,7 +530,9 @@ def backbone_step(bundle: ModelBundle, preset: Preset, dataset: dict, batch_size
             if base_batch == 0 or kind not in dataset:
                 continue
             buckets = dataset[kind]
-            bucket = buckets[int(torch.multinomial(torch.tensor([float(len(b)) for b in buckets]), 1,
+            chances = [float(size_weights[kind].get(tuple(b.size), 0)) if kind in size_weights else float(len(b))
+                       for b in buckets]
+            bucket = buckets[int(torch.multinomial(torch.tensor(chances), 1,
                                                    generator=generator))]
             width, height = bucket.size
             batch = max(2, round(base_batch * base_width * base_height / (width * height)))

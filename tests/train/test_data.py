@@ -94,6 +94,23 @@ def test_a_backbone_step_draws_one_bucket_and_holds_augmented_clips_first_frame(
     assert sorted(shape[0] for shape in seen) == sorted([4 if seen[0][-1] == 8 else 3, 6])
     assert torch.allclose(metrics["loss"], 0.25 * metrics["image"] + metrics["video"])
 
+    seen.clear()                                               # size weights: the wide bucket 3 times in 4
+    handle = bundle.dit.register_forward_pre_hook(lambda m, args, kwargs: seen.append(args[0].shape), with_kwargs=True)
+    step = recipe.backbone_step(bundle, preset, dataset, {"image": 2}, None, {"image": {(48, 32): 3, (32, 32): 1}})
+    for index in range(80):
+        step(index, torch.Generator().manual_seed(100 + index))
+    handle.remove()
+    assert 0.6 < sum(shape[-1] == 12 for shape in seen) / len(seen) < 0.9
+    only_wide = recipe.backbone_step(bundle, preset, dataset, {"image": 2}, None, {"image": {(48, 32): 1}})
+    seen.clear()
+    handle = bundle.dit.register_forward_pre_hook(lambda m, args, kwargs: seen.append(args[0].shape), with_kwargs=True)
+    for index in range(10):
+        only_wide(index, torch.Generator().manual_seed(index))
+    handle.remove()
+    assert {shape[-1] for shape in seen} == {12}               # unlisted sizes are never drawn
+    with pytest.raises(ValueError, match=r"size_weights for image draw none of its cached sizes \(32x32, 48x32\)"):
+        recipe.backbone_step(bundle, preset, dataset, None, None, {"image": {(64, 64): 1}})
+
 
 def clips_captioned(captions: list) -> LatentSet:
     count = len(captions)

@@ -7,6 +7,7 @@ import pytest
 
 from unidit.runtime.bundle import ModelBundle
 from unidit.host.cli import main
+from unidit.runtime.train.recipe import PRESETS
 
 STAGES = ("autoencoder", "decoder", "splat_decoder", "backbone")
 
@@ -26,8 +27,10 @@ def test_the_tiny_preset_trains_and_every_loss_falls(tiny_bundle_file):
         assert report[stage]["final_loss"] < report[stage]["first_loss"], (stage, report[stage])
     assert report["backbone"]["final_loss"] < 0.8 * report["backbone"]["first_loss"]
     assert report["autoencoder"]["final_loss"] < 0.5 * report["autoencoder"]["first_loss"]
-    motion = report["backbone_motion"]                       # the last pass, from the trained backbone
+    motion = report["backbone_motion"]                       # the later pass, from the trained backbone
     assert motion["steps"] == 20 and math.isfinite(motion["final_loss"]) and motion["seconds"] > 0
+    assert [later.name for later in PRESETS["tiny"].later_passes] == ["backbone_motion"]
+    assert "backbone_polish" not in report                   # only the preset's passes run
     assert report["seconds"] >= sum(report[stage]["seconds"] for stage in (*STAGES, "backbone_motion"))
 
 
