@@ -475,9 +475,13 @@ def backbone_step(bundle: ModelBundle, preset: Preset, dataset: dict, batch_size
     size_weights = size_weights or {}
     for kind, weights in size_weights.items():
         sizes = {tuple(bucket.size) for bucket in dataset.get(kind, ())}
-        if not any(weights.get(size, 0) > 0 for size in sizes):
-            raise ValueError(f"size_weights for {kind} draw none of its cached sizes "
-                             f"({', '.join(size_name(size) for size in sorted(sizes)) or 'none'})")
+        cached = ", ".join(size_name(size) for size in sorted(sizes)) or "none"
+        unknown = [size_name(size) for size in weights if tuple(size) not in sizes]
+        if unknown or any(weight < 0 for weight in weights.values()):
+            raise ValueError(f"size_weights for {kind} must weigh its cached sizes ({cached}) by numbers of 0 or "
+                             f"more; got {', '.join(unknown) or 'a negative weight'}")
+        if not any(weight > 0 for weight in weights.values()):
+            raise ValueError(f"size_weights for {kind} draw none of its cached sizes ({cached})")
     dit, text_encoder, tokenizer = bundle.dit, bundle.text_encoder, bundle.tokenizer
     patch = dit.config.patch_size
     tasks = preset.tasks

@@ -109,7 +109,11 @@ def test_a_backbone_step_draws_one_bucket_and_holds_augmented_clips_first_frame(
     handle.remove()
     assert {shape[-1] for shape in seen} == {12}               # unlisted sizes are never drawn
     with pytest.raises(ValueError, match=r"size_weights for image draw none of its cached sizes \(32x32, 48x32\)"):
-        recipe.backbone_step(bundle, preset, dataset, None, None, {"image": {(64, 64): 1}})
+        recipe.backbone_step(bundle, preset, dataset, None, None, {"image": {(32, 32): 0}})
+    with pytest.raises(ValueError, match=r"must weigh its cached sizes \(32x32, 48x32\).*got 64x64"):
+        recipe.backbone_step(bundle, preset, dataset, None, None, {"image": {(32, 32): 1, (64, 64): 1}})
+    with pytest.raises(ValueError, match="got a negative weight"):
+        recipe.backbone_step(bundle, preset, dataset, None, None, {"image": {(32, 32): 1, (48, 32): -1}})
 
 
 def clips_captioned(captions: list) -> LatentSet:
