@@ -2,15 +2,19 @@
 
 :func:`splat_to_mesh` runs, in order:
 
+0. **strays** — Gaussians fainter than ``min_opacity`` and specks floating apart from the object
+   (:func:`without_strays`) are left out;
 1. **density** — every Gaussian, widened by half a voxel so that surfaces thinner than a voxel are not missed,
    adds ``o · exp(-½ dᵀ Σ⁻¹ d)`` to the points of a regular grid within 3 standard deviations of its centre
    (``density_grid``; vectorised in torch, Gaussians grouped by window size);
 2. **iso level** — with ``surface="silhouettes"`` (the default) the field is replaced by the splat's visual
    hull (:func:`silhouette_occupancy`: the least alpha each grid point projects to in renders from all round),
    at level 0.5; a decoded splat is a porous cloud whose density level has hundreds of tunnels, its
-   silhouettes are solid. Silhouettes reach past the Gaussians' centres, so the smoothed surface is moved
-   inwards by ``SILHOUETTE_SPREAD`` times the median Gaussian width (measured on a surfel sphere). With ``surface="density"``: ``threshold`` times the median density at the Gaussians' own centres. The median of the
-   field *on* the surface the splat describes does not depend on how many Gaussians overlap or how opaque they
+   silhouettes are solid once every Gaussian is as wide as the gaps to its neighbours (:func:`gaps_closed`).
+   Silhouettes reach past the Gaussians' centres, so the smoothed surface is moved inwards by
+   ``SILHOUETTE_SPREAD`` times the median (widened) Gaussian width (measured on a surfel sphere).
+   With ``surface="density"``: ``threshold`` times the median density at the Gaussians' own centres. The median
+   of the field *on* the surface the splat describes does not depend on how many Gaussians overlap or how opaque they
    are, so one threshold suits thin surfel shells and dense clouds alike;
 3. **solid** — the grid points at that level or above, closed morphologically (a ball of ``close_voxels``) so
    the pores and tunnels of a noisy splat are filled, closed cavities filled (a shell of Gaussians becomes one
@@ -58,6 +62,8 @@ CUTOFF_SIGMAS = 3.0
 SILHOUETTE_LEVEL = 0.5     # the visual hull: inside where every render is at least half covered
 SILHOUETTE_SPREAD = 0.8    # the hull's surface lies this many median Gaussian widths outside their centres
 SURFACES = ("silhouettes", "density")
+STRAY_NEIGHBOURS = 8       # a stray is judged by the distance to its 8th-nearest Gaussian
+GAP_CLOSING = 0.5          # silhouettes: every Gaussian at least this times its third-nearest neighbour's distance
 
 
 @dataclass
@@ -74,6 +80,7 @@ class MeshConfig:
     close_voxels: int = 3                  # fill pores and tunnels narrower than about twice this (in voxels)
     taubin_steps: int = 10                 # smoothing steps that keep the volume (0 = none)
     min_opacity: float = 0.05              # ignore fainter Gaussians
+    stray_factor: float = 5.0              # drop Gaussians this many times farther apart than usual (0 = keep all)
     color_neighbours: int = 8              # Gaussians averaged for each vertex colour
 
 
@@ -169,12 +176,12 @@ def splat_to_mesh(splats: Splats, config: MeshConfig | None = None,
     if splats.batch_size != 1:
         raise ValueError(f"splat_to_mesh takes one splat; select one of the {splats.batch_size} with .item(i)")
     splats = splats.item(0).to(device="cpu", dtype=torch.float32).drop_non_finite()
-    opaque = splats.opacities[0, :, 0] >= config.min_opacity
-    splats = Splats(splats.positions[:, opaque], splats.scales[:, opaque], splats.rotations[:, opaque],
-                    splats.opacities[:, opaque], splats.sh[:, opaque])
+    splats = _selected(splats, splats.opacities[0, :, 0] >= config.min_opacity)
+    splats = without_strays(splats, config.stray_factor)
     grid = density_grid(splats, config.resolution, config.smoothing)
     if config.surface == "silhouettes":
-        grid = DensityGrid(silhouette_occupancy(splats, grid, config.silhouette_views), grid.origin, grid.voxel)
+        hull_splats = gaps_closed(splats)
+        grid = DensityGrid(silhouette_occupancy(hull_splats, grid, config.silhouette_views), grid.origin, grid.voxel)
         level = SILHOUETTE_LEVEL
     else:
         level = iso_level(grid, splats, config.threshold)
@@ -184,7 +191,7 @@ def splat_to_mesh(splats: Splats, config: MeshConfig | None = None,
     vertices, faces = drop_small_components(vertices, faces, config.min_component_fraction)
     vertices = taubin_smooth(vertices, faces, config.taubin_steps)
     if config.surface == "silhouettes":   # the hull's silhouettes reach past the Gaussians' centres by their width
-        spread = SILHOUETTE_SPREAD * float(splats.scales[0].amax(dim=-1).median())
+        spread = SILHOUETTE_SPREAD * float(hull_splats.scales[0].amax(dim=-1).median())
         vertices = vertices - spread * vertex_normals(vertices, faces)
     done("components")
     vertices, faces = simplify(vertices, faces, config.target_faces)
@@ -193,6 +200,44 @@ def splat_to_mesh(splats: Splats, config: MeshConfig | None = None,
                 vertex_colors(splats, vertices, config.color_neighbours))
     done("colors")
     return mesh
+
+
+def _selected(splats: Splats, keep: torch.Tensor) -> Splats:
+    """The Gaussians of a one-item splat where ``keep`` [N] is true."""
+    return Splats(splats.positions[:, keep], splats.scales[:, keep], splats.rotations[:, keep],
+                  splats.opacities[:, keep], splats.sh[:, keep])
+
+
+def without_strays(splats: Splats, factor: float) -> Splats:
+    """The splat without its strays: Gaussians whose ``STRAY_NEIGHBOURS``-th nearest centre is more than ``factor``
+    times the median such distance away (statistical outlier removal, as point-cloud tools do it). A decoded splat
+    has a few specks floating apart from the object; they would stretch the grid over empty space (a torus got
+    a third of the resolution it should) and mesh to pieces that are dropped anyway. ``factor`` 0 keeps all."""
+    if factor <= 0 or splats.num_gaussians <= STRAY_NEIGHBOURS:
+        return splats
+    centres = splats.positions[0].numpy()
+    distances, _ = cKDTree(centres).query(centres, k=STRAY_NEIGHBOURS + 1)   # column 0 is the point itself
+    reach = distances[:, -1]
+    return _selected(splats, torch.from_numpy(reach <= factor * np.median(reach)))
+
+
+def gaps_closed(splats: Splats) -> Splats:
+    """The splat with every Gaussian narrower than its gaps widened: to at least ``GAP_CLOSING`` times the
+    distance to its third-nearest centre, along all its axes. A decoded splat is a lattice of small Gaussians whose
+    renders are see-through along the lattice's lines at the grid's resolution, and each such crack carved a beam
+    through the visual hull (a generated sphere meshed at 128 had 160 tunnels). Widened to their spacing, the
+    Gaussians cover the surface between them, while openings wider than the spacing (a torus's hole) stay open.
+    Gaussians already as wide as their gaps (the flat surfels of a dense shell) keep their size and thickness, so
+    such a shell does not grow."""
+    if splats.num_gaussians < 4:
+        return splats
+    centres = splats.positions[0].numpy()
+    distances, _ = cKDTree(centres).query(centres, k=4)
+    least = torch.from_numpy(GAP_CLOSING * distances[:, 3]).to(splats.scales.dtype)
+    scales = splats.scales[0]
+    small = scales.amax(dim=-1) < least   # narrower than the gaps around it along every axis
+    widened = torch.where(small[:, None], torch.maximum(scales, least[:, None]), scales)
+    return Splats(splats.positions, widened[None], splats.rotations, splats.opacities, splats.sh)
 
 
 def silhouette_occupancy(splats: Splats, grid: DensityGrid, views: int) -> torch.Tensor:
