@@ -218,7 +218,10 @@ def without_strays(splats: Splats, factor: float) -> Splats:
     centres = splats.positions[0].numpy()
     distances, _ = cKDTree(centres).query(centres, k=STRAY_NEIGHBOURS + 1)   # column 0 is the point itself
     reach = distances[:, -1]
-    return _selected(splats, torch.from_numpy(reach <= factor * np.median(reach)))
+    limit = factor * np.median(reach)
+    if limit <= 0:   # most Gaussians share their place with 8 others: no spacing to judge strays by
+        return splats
+    return _selected(splats, torch.from_numpy(reach <= limit))
 
 
 def gaps_closed(splats: Splats) -> Splats:

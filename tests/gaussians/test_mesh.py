@@ -291,6 +291,11 @@ def test_strays_are_left_out_of_the_grid(sphere):
                         for name in ("positions", "scales", "rotations", "opacities", "sh")))
     assert without_strays(speckled, 5.0).num_gaussians == splats.num_gaussians
     assert without_strays(speckled, 0.0).num_gaussians == splats.num_gaussians + 3
+    # Half the sphere's Gaussians ten times over: the median spacing is 0, and the other half must not go.
+    half = splats.num_gaussians // 2
+    copied = Splats(*(torch.cat([getattr(splats, name)] + [getattr(splats, name)[:, :half]] * 9, dim=1)
+                      for name in ("positions", "scales", "rotations", "opacities", "sh")))
+    assert without_strays(copied, 5.0).num_gaussians == copied.num_gaussians
     config = MeshConfig(resolution=64, target_faces=None)
     plain, meshed = splat_to_mesh(splats, config), splat_to_mesh(speckled, config)
     stretched = splat_to_mesh(speckled, MeshConfig(resolution=64, target_faces=None, stray_factor=0.0))
