@@ -95,8 +95,7 @@ ROTATING_SHAPES = ("cube", "torus")  # a yaw spin of the others (symmetric about
 DIRECTIONS = {"left": (-1.0, 0.0, 0.0), "right": (1.0, 0.0, 0.0), "up": (0.0, -1.0, 0.0), "down": (0.0, 1.0, 0.0)}
 TRANSLATE_DISTANCE = (0.25, 0.40)              # world units covered by the last frame
 SPIN_ANGLE = (math.radians(60.0), math.radians(120.0))  # yaw turned by the last frame, either way
-BOUNCE_HEIGHT = (0.20, 0.35)                   # world units; two hops per clip: height * |sin(2 pi t)|
-BOUNCE_HOPS = 2
+BOUNCE_HEIGHT = (0.20, 0.35)                   # world units at the top of the hop
 LARGE_MOTION_FACTOR = 0.7                      # large objects move less, so they stay in the frame
 TRANSLATE_PHRASES = {
     "left": ("moving left", "sliding left", "drifting left", "moving to the left"),
@@ -151,7 +150,10 @@ class Scene:
     - "translate": the centre moves towards ``direction`` (left, right, up, down), ``amount`` world units by the
       last frame;
     - "rotate": the yaw turns by ``amount`` (signed) by the last frame;
-    - "bounce": the object hops ``BOUNCE_HOPS`` times, ``amount`` world units high.
+    - "bounce": one hop under gravity, from the ground at the first frame to the ground at the last, ``amount``
+      world units high at the middle: ``4 amount t (1 - t)`` at progress ``t``. Its steps between frames
+      shrink to the top and grow back evenly, so a true clip has no jumps where the autoencoder's frame groups
+      begin (two hops of four frames each landed exactly there).
 
     Frame 0 of every motion is the still scene.
     """
@@ -460,7 +462,7 @@ def scene_poses(scenes: list[Scene], frames: int = 1) -> tuple[torch.Tensor, tor
                          dtype=torch.float64).reshape(-1, 3) * per_scene(lambda s: s.amount)[:, None]
     hop = per_scene(lambda s: s.amount if s.motion == "bounce" else 0.0)
     centre = shift[:, None, :] * progress[None, :, None]
-    centre[..., 1] -= hop[:, None] * torch.sin(math.pi * BOUNCE_HOPS * progress).abs()
+    centre[..., 1] -= hop[:, None] * 4 * progress * (1 - progress)
     scale = per_scene(lambda s: SIZES[s.size])
     return pose_rotations(yaw, tilt).float(), centre.float(), scale.float()
 
