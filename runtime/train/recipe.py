@@ -117,7 +117,7 @@ def _presets() -> dict:
         autoencoder_batch=(24, 2),
         autoencoder_sizes=((64, 64), (64, 64), (48, 48), (96, 96), (128, 128), (96, 64)),
         decoder_stage=StageConfig(steps=1000, learning_rate=4e-4, warmup_steps=20, ema_decay=0.995),
-        splat_stage=StageConfig(steps=500, learning_rate=1e-3, warmup_steps=50, ema_decay=0.995),
+        splat_stage=StageConfig(steps=1000, learning_rate=1e-3, warmup_steps=50, ema_decay=0.995),
         splat_batch=4,
         backbone_stage=StageConfig(steps=7000, learning_rate=3e-4, warmup_steps=200, ema_decay=0.999),
         backbone_batch={"image": 48, "video": 16, "3d": 16},
