@@ -8,9 +8,10 @@
    adds ``o · exp(-½ dᵀ Σ⁻¹ d)`` to the points of a regular grid within 3 standard deviations of its centre
    (``density_grid``; vectorised in torch, Gaussians grouped by window size);
 2. **iso level** — with ``surface="silhouettes"`` (the default) the field is replaced by the splat's visual
-   hull (:func:`silhouette_occupancy`: the least alpha each grid point projects to in renders from all round),
-   at level 0.5; a decoded splat is a porous cloud whose density level has hundreds of tunnels, its
-   silhouettes are solid once every Gaussian is as wide as the gaps to its neighbours (:func:`gaps_closed`).
+   hull (:func:`silhouette_occupancy`: the second least alpha each grid point projects to in renders from all
+   round), at level 0.5; a decoded splat is a porous cloud whose density level has hundreds of tunnels, its
+   silhouettes are solid once every Gaussian is as wide as the gaps to its neighbours (:func:`gaps_closed`), and
+   a hole that one render alone sees through does not carve the hull (see :func:`silhouette_occupancy`).
    Silhouettes reach past the Gaussians' centres, so the smoothed surface is moved inwards by
    ``SILHOUETTE_SPREAD`` times the median (widened) Gaussian width (measured on a surfel sphere).
    With ``surface="density"``: ``threshold`` times the median density at the Gaussians' own centres. The median
@@ -59,7 +60,7 @@ from .splats import Splats
 MESH_FORMATS = ("glb", "obj", "ply", "stl")
 GLTF_FROM_SPLAT = np.array([1.0, -1.0, -1.0])  # per-axis signs: splat (OpenCV) frame <-> glTF (y-up) frame
 CUTOFF_SIGMAS = 3.0
-SILHOUETTE_LEVEL = 0.5     # the visual hull: inside where every render is at least half covered
+SILHOUETTE_LEVEL = 0.5     # the visual hull: inside where every render but one is at least half covered
 SILHOUETTE_SPREAD = 0.8    # the hull's surface lies this many median Gaussian widths outside their centres
 SURFACES = ("silhouettes", "density")
 STRAY_NEIGHBOURS = 8       # a stray is judged by the distance to its 8th-nearest Gaussian
@@ -244,11 +245,17 @@ def gaps_closed(splats: Splats) -> Splats:
 
 
 def silhouette_occupancy(splats: Splats, grid: DensityGrid, views: int) -> torch.Tensor:
-    """For every point of ``grid``: the least alpha it projects to in ``views`` renders of the splat from
-    directions spread evenly over the sphere (a Fibonacci lattice, the poles left out because cameras keep a
+    """For every point of ``grid``: the second least alpha it projects to in ``views`` renders of the splat
+    from directions spread evenly over the sphere (a Fibonacci lattice, the poles left out because cameras keep a
     level horizon), all looking at the grid's centre from 3 bounding radii with the splat filling the image.
     Points outside a render count as transparent there. The 0.5 level of this field is the splat's visual hull:
-    a closed solid without the pores a noisy splat's density has. [X, Y, Z] in 0..1."""
+    a closed solid without the pores a noisy splat's density has. [X, Y, Z] in 0..1.
+
+    The second least, not the least: a point is outside once two renders see past it. A decoded splat's surfaces
+    that its rig barely sees (a cylinder's top, from cameras 20 degrees up) are lattices with holes, and the one
+    steep render that looks straight down a hole carved a tunnel through the whole solid (a generated cylinder
+    had 20); an opening of the object itself (a torus's hole, the space beside a thin part) is seen through from
+    many directions."""
     shape = grid.values.shape
     size = max(shape)
     axes = [grid.origin[a] + grid.voxel * torch.arange(shape[a], dtype=torch.float32) for a in range(3)]
@@ -266,8 +273,9 @@ def silhouette_occupancy(splats: Splats, grid: DensityGrid, views: int) -> torch
     full = torch.full((views,), focal)
     cameras = Cameras(look_at(eyes, centre.expand(views, 3)), full, full, torch.full((views,), size / 2.0),
                       torch.full((views,), size / 2.0), size, size)
-    occupancy = torch.ones(points.shape[0])
-    alive = torch.arange(points.shape[0])        # points not yet seen to be outside (alpha ~ 0 in some render)
+    least = torch.ones(points.shape[0])
+    occupancy = torch.ones(points.shape[0])      # the second least alpha so far
+    alive = torch.arange(points.shape[0])        # points not yet seen to be outside (alpha ~ 0 in two renders)
     with torch.no_grad():
         for view in range(views):
             alpha = render(splats, cameras[view]).alpha[0]             # [H, W]
@@ -275,9 +283,10 @@ def silhouette_occupancy(splats: Splats, grid: DensityGrid, views: int) -> torch
             where = (pixels[0] / size) * 2.0 - 1.0                       # grid_sample's -1..1 (pixel edges)
             seen = F.grid_sample(alpha[None, None], where[None, None], mode="bilinear", padding_mode="zeros",
                                  align_corners=False)[0, 0, 0]
-            seen = torch.minimum(occupancy[alive], torch.where(depth[0] > 0, seen, torch.zeros_like(seen)))
-            occupancy[alive] = seen
-            alive = alive[seen > 1e-3]
+            seen = torch.where(depth[0] > 0, seen, torch.zeros_like(seen))
+            occupancy[alive] = torch.maximum(least[alive], torch.minimum(occupancy[alive], seen))
+            least[alive] = torch.minimum(least[alive], seen)
+            alive = alive[occupancy[alive] > 1e-3]
     return occupancy.reshape(shape)
 
 
@@ -320,11 +329,14 @@ def iso_surface(grid: DensityGrid, level: float, close_voxels: int = 0,
     solid = solid_of(field, level, close_voxels, min_fraction)
     field = np.where(solid, np.maximum(field, np.float32(2.0 * level) * (field < level)),
                      np.minimum(field, np.float32(0.5 * level)))
+    # One layer of outside all round: a solid that reaches the grid's border (a visual hull can reach past the
+    # Gaussians' extent) is closed there instead of left open.
+    field = np.pad(field, 1, constant_values=np.float32(0.5 * level))
     # "ascent": the density rises towards the inside, which makes scikit-image wind faces counter-clockwise
     # seen from outside.
     vertices, faces, _, _ = measure.marching_cubes(field, level, spacing=(grid.voxel,) * 3,
                                                    gradient_direction="ascent", allow_degenerate=False)
-    return (vertices + grid.origin.numpy()).astype(np.float32), faces.astype(np.int64)
+    return (vertices + (grid.origin.numpy() - grid.voxel)).astype(np.float32), faces.astype(np.int64)
 
 
 def drop_small_components(vertices: np.ndarray, faces: np.ndarray,

@@ -31,8 +31,10 @@ def sphere():
 
 @pytest.fixture(scope="module")
 def torus():
+    """At the node's default resolution (128): the hull needs two renders to see past a point, which leaves the
+    hole's wall about 1.5 voxels inside it at a coarse grid (0.024 at 80, where 0.0225 is the tolerance below)."""
     splats = torus_splats(6000, TORUS_MAJOR, TORUS_MINOR)
-    return splats, splat_to_mesh(splats, MeshConfig(resolution=80, target_faces=8000))
+    return splats, splat_to_mesh(splats, MeshConfig(target_faces=8000))
 
 
 @pytest.fixture(scope="module")
@@ -300,7 +302,8 @@ def test_strays_are_left_out_of_the_grid(sphere):
     plain, meshed = splat_to_mesh(splats, config), splat_to_mesh(speckled, config)
     stretched = splat_to_mesh(speckled, MeshConfig(resolution=64, target_faces=None, stray_factor=0.0))
     assert len(meshed.faces) == pytest.approx(len(plain.faces), rel=0.05)   # the grid fits the sphere
-    assert len(stretched.faces) < 0.6 * len(plain.faces)                     # kept, specks spread it over 6 units
+    on_sphere = (np.linalg.norm(stretched.vertices - SPHERE_CENTRE, axis=1) < 1.5 * SPHERE_RADIUS)[stretched.faces]
+    assert on_sphere.all(axis=1).sum() < 0.6 * len(plain.faces)      # kept, specks spread the grid over 6 units
     assert np.abs(stretched.vertices - SPHERE_CENTRE).max() > 2.0             # and one of them became a blob
     assert np.abs(meshed.vertices - SPHERE_CENTRE).max() < 1.1 * SPHERE_RADIUS
     assert np.ptp(meshed.vertices, axis=0).min() > 1.8 * SPHERE_RADIUS
@@ -370,3 +373,17 @@ def test_textured_obj_names_its_mtl_and_png_and_reads_back(two_colour_sphere, tm
     colours = np.asarray(loaded.visual.to_color().vertex_colors)[:, :3]
     assert np.abs(colours[loaded.vertices[:, 0] > 0.1].mean(0) - [25, 51, 230]).max() < 8
     assert loaded.vertices[:, 1].max() == pytest.approx(-mesh.vertices[:, 1].min(), abs=1e-5)   # y up
+
+
+def test_a_solid_reaching_the_grid_border_is_closed_there():
+    """A visual hull can reach past the Gaussians' extent, to the grid's border: the surface closes on it,
+    in the splat frame (the border sits at the grid's first and last points)."""
+    from unidit.runtime.gaussians.mesh import DensityGrid, iso_surface
+
+    values = torch.zeros(12, 10, 8)
+    values[:, 3:7, 2:6] = 1.0                           # a bar from one x face of the grid to the other
+    grid = DensityGrid(values, torch.tensor([1.0, 2.0, 3.0]), 0.5)
+    vertices, faces = iso_surface(grid, 0.5)
+    shape = trimesh.Trimesh(vertices, faces, process=False)
+    assert shape.is_watertight and shape.volume > 0
+    assert vertices[:, 0].min() == pytest.approx(1.0, abs=0.5) and vertices[:, 0].max() == pytest.approx(6.5, abs=0.5)
