@@ -23,6 +23,9 @@
                        object: without it clips moved whichever way the noise chose, a few pixels
        backbone sizes  images at the sizes other than 64² drawn most (48² most of all), videos kept as in the
                        motion pass: shapes at 48², 96² and 128² had fallen behind 64²
+       backbone colour short, at a low learning rate: images weighing most, at their cached sizes (half of
+                       them 64², drawn once in ten by the sizes pass), so colour words bind again on colour x
+                       shape pairs never seen ("a purple torus" had turned partly pink)
 
 Every stage checkpoints into the work folder and resumes where it stopped; ``train_bundle`` with the same
 preset, seed and work folder continues an interrupted run and skips finished stages.
@@ -138,6 +141,10 @@ def _presets() -> dict:
                          translation_share=0.9,
                          size_weights={"image": {(48, 48): 3, (96, 96): 2, (128, 128): 2, (64, 64): 1,
                                                  (96, 64): 1, (64, 96): 1}}),
+            BackbonePass("backbone_colour", StageConfig(steps=300, learning_rate=1e-4, warmup_steps=20,
+                                                        ema_decay=0.99),
+                         batch={"image": 48, "video": 8, "3d": 6}, loss_weights={"video": 0.3, "3d": 0.3},
+                         translation_share=0.9),
         ),
         defaults=GenerationDefaults(width=64, height=64, frames=9, fps=8.0, steps=24, guidance=4.0,
                                     given_frames_guidance=1.5, solver="heun", shift_reference_tokens=16),
