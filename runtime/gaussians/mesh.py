@@ -25,7 +25,8 @@
    flattens marching cubes' ridges without shrinking the surface; pieces with fewer faces than
    ``min_component_fraction`` of the largest's are dropped;
 5. **simplification** (fast-simplification, quadric decimation) to about ``target_faces``, and the "fins" it
-   sometimes leaves removed, so a closed surface stays closed;
+   sometimes leaves removed, so a closed surface stays closed, and the crumbs it now and then pinches off (a
+   closed tetrahedron beside a cylinder) dropped as in step 4;
 6. **colours** — each vertex takes the density-weighted mean base colour of its nearest Gaussians.
 
 :class:`Mesh` stays in the splat's frame (``camera.py``: x right, y down, z forward) with sRGB vertex colours.
@@ -196,6 +197,7 @@ def splat_to_mesh(splats: Splats, config: MeshConfig | None = None,
         vertices = vertices - spread * vertex_normals(vertices, faces)
     done("components")
     vertices, faces = simplify(vertices, faces, config.target_faces)
+    vertices, faces = drop_small_components(vertices, faces, config.min_component_fraction)  # crumbs it pinched off
     done("simplify")
     mesh = Mesh(vertices, faces, vertex_normals(vertices, faces),
                 vertex_colors(splats, vertices, config.color_neighbours))
@@ -341,11 +343,16 @@ def iso_surface(grid: DensityGrid, level: float, close_voxels: int = 0,
 
 def drop_small_components(vertices: np.ndarray, faces: np.ndarray,
                           min_fraction: float) -> tuple[np.ndarray, np.ndarray]:
-    """Keep the connected pieces having at least ``min_fraction`` of the largest piece's faces."""
-    edges = faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
-    adjacency = coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(len(vertices),) * 2)
+    """Keep the connected pieces having at least ``min_fraction`` of the largest piece's faces. Faces are connected
+    through shared edges, so a crumb that touches the surface at one vertex is a piece of its own."""
+    edges = np.sort(faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2), axis=1)
+    _, edge_ids = np.unique(edges, axis=0, return_inverse=True)
+    edge_ids = edge_ids.reshape(-1)
+    face_ids = np.repeat(np.arange(len(faces)), 3)
+    nodes = len(faces) + int(edge_ids.max()) + 1            # faces, then edges: a face joins its three edges
+    adjacency = coo_matrix((np.ones(len(face_ids)), (face_ids, len(faces) + edge_ids)), shape=(nodes, nodes))
     _, labels = connected_components(adjacency, directed=False)
-    face_labels = labels[faces[:, 0]]
+    face_labels = labels[:len(faces)]
     faces_per_piece = np.bincount(face_labels)
     keep = faces_per_piece[face_labels] >= min_fraction * faces_per_piece.max()
     return _without_unused_vertices(vertices, faces[keep])
