@@ -387,3 +387,18 @@ def test_a_solid_reaching_the_grid_border_is_closed_there():
     shape = trimesh.Trimesh(vertices, faces, process=False)
     assert shape.is_watertight and shape.volume > 0
     assert vertices[:, 0].min() == pytest.approx(1.0, abs=0.5) and vertices[:, 0].max() == pytest.approx(6.5, abs=0.5)
+
+
+def test_a_crumb_hanging_on_one_vertex_is_a_piece_of_its_own():
+    """Simplification can pinch a closed crumb onto one vertex of the surface: by shared edges it is apart."""
+    from unidit.runtime.gaussians.mesh import drop_small_components
+
+    big = trimesh.creation.icosphere(subdivisions=3)
+    apex = int(np.argmax(big.vertices[:, 2]))
+    crumb = np.array([[0, 0, 0], [0.05, 0, 0.05], [0, 0.05, 0.05], [0.05, 0.05, 0.05]]) + big.vertices[apex]
+    vertices = np.concatenate([big.vertices, crumb[1:]]).astype(np.float32)
+    n = len(big.vertices)
+    crumb_faces = np.array([[apex, n, n + 1], [apex, n + 1, n + 2], [apex, n + 2, n], [n, n + 2, n + 1]])
+    faces = np.concatenate([big.faces, crumb_faces]).astype(np.int64)
+    kept_vertices, kept_faces = drop_small_components(vertices, faces, 0.05)
+    assert len(kept_faces) == len(big.faces) and len(kept_vertices) == len(big.vertices)
